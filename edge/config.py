@@ -1,0 +1,151 @@
+"""The gateway's TOML configuration, validated so that a mistake names its key."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+
+CENTRAL_KEY_ENV = "MASHANG_CENTRAL_KEY"
+
+Seconds = Annotated[float, Field(gt=0)]
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be used; the message names the key."""
+
+
+class Section(BaseModel):
+    # A misspelt key is an error, not a silently ignored default.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GatewaySection(Section):
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    data_dir: Path
+    topic_root: str = "mashang/v1"
+
+
+class MqttSection(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    client_id: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    keepalive: int = Field(default=30, ge=5, le=3600)
+    # The broker keeps our session (and the presses queued for it) this long while we are away.
+    session_expiry: int = Field(default=7 * 24 * 3600, ge=60)
+    # How many unacked messages the broker may send us at once: the largest group commit.
+    receive_maximum: int = Field(default=1000, ge=1, le=65535)
+    ca_file: Path | None = None
+    reconnect_min: Seconds = 0.5
+    reconnect_max: Seconds = 30.0
+
+
+class CentralSection(Section):
+    url: AnyHttpUrl
+    key: SecretStr | None = None
+    ca_file: Path | None = None
+    timeout: Seconds = 10.0
+    connect_timeout: Seconds = 5.0
+    backoff_min: Seconds = 0.2
+    backoff_max: Seconds = 60.0
+    poll_wait: int = Field(default=25, ge=0, le=120)
+
+    @property
+    def base_url(self) -> str:
+        return str(self.url).rstrip("/")
+
+
+class OutboxSection(Section):
+    log_ttl: Seconds = 7 * 24 * 3600.0
+    max_bytes: int = Field(default=256 * 1024 * 1024, ge=64 * 1024)
+    log_batch_size: int = Field(default=500, ge=1, le=10000)
+    log_linger: Seconds = 0.5
+    alert_batch_size: int = Field(default=50, ge=1, le=1000)
+
+
+class HttpSection(Section):
+    listen: str = "127.0.0.1:8181"
+
+    @field_validator("listen")
+    @classmethod
+    def _host_and_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("expected HOST:PORT, for example 127.0.0.1:8181")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class RulesSection(Section):
+    pass
+
+
+class GatewayConfig(Section):
+    gateway: GatewaySection
+    mqtt: MqttSection = MqttSection()
+    central: CentralSection
+    outbox: OutboxSection = OutboxSection()
+    http: HttpSection = HttpSection()
+    rules: RulesSection = RulesSection()
+
+    def central_key(self) -> bytes:
+        env = os.environ.get(CENTRAL_KEY_ENV)
+        if env:
+            return env.encode()
+        if self.central.key is None:
+            raise ConfigError(
+                f"central.key: missing (set it, or the environment variable {CENTRAL_KEY_ENV})"
+            )
+        return self.central.key.get_secret_value().encode()
+
+
+def describe_errors(error: ValidationError) -> str:
+    """One line per problem, each naming the dotted key, in the words a person needs."""
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (misspelt?)"
+        lines.append(f"{key}: {message}")
+    return "; ".join(lines)
+
+
+def parse_toml(path: Path) -> dict:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: no such file") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+
+
+def load_config(path: Path, model: type[ModelT] = GatewayConfig) -> ModelT:  # type: ignore[assignment]
+    try:
+        config = model.model_validate(parse_toml(path))
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {describe_errors(exc)}") from exc
+    if isinstance(config, GatewayConfig):
+        config.central_key()
+    return config

@@ -1,0 +1,150 @@
+"""What devices send (PROTOCOL §1): topic parsing and payload validation.
+
+Parsing never raises: a message that cannot be understood becomes a `DeviceMessage` with a
+`rejection` reason, so that the rules turn it into a `gateway.rejected` event and nothing is
+dropped silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+MAX_PAYLOAD_BYTES = 64 * 1024
+REJECTED_EXCERPT_BYTES = 512
+
+DeviceKind = Literal["button", "scanner"]
+Channel = Literal["events", "status", "scans"]
+
+# (kind as it appears in the topic, channel) pairs the gateway subscribes to.
+SUBSCRIBED: dict[tuple[str, str], tuple[DeviceKind, Channel]] = {
+    ("buttons", "events"): ("button", "events"),
+    ("buttons", "status"): ("button", "status"),
+    ("scanners", "scans"): ("scanner", "scans"),
+    ("scanners", "status"): ("scanner", "status"),
+}
+
+
+class Payload(BaseModel):
+    # Unknown fields are kept and forwarded upstream, never a reason to reject.
+    model_config = ConfigDict(extra="allow", strict=False)
+
+
+class ButtonPress(Payload):
+    seq: int | None = Field(default=None, ge=0)
+    action: Literal["single", "double", "long"] = "single"
+    battery: int | None = Field(default=None, ge=0, le=100)
+    ts: datetime | None = None
+
+
+class DeviceStatus(Payload):
+    state: Literal["online", "offline"]
+    battery: int | None = Field(default=None, ge=0, le=100)
+    rssi: int | None = None
+
+
+class Scan(Payload):
+    seq: int | None = Field(default=None, ge=0)
+    code: str = Field(max_length=16 * 1024)
+    purpose: Literal["checkin", "checkout", "inspect", "visit"] = "inspect"
+    ts: datetime | None = None
+
+
+PAYLOAD_MODELS: dict[Channel, type[Payload]] = {
+    "events": ButtonPress,
+    "status": DeviceStatus,
+    "scans": Scan,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceMessage:
+    """One MQTT message as the rules see it, valid or not."""
+
+    topic: str
+    device_kind: DeviceKind | None
+    device_id: str | None
+    channel: Channel | None
+    raw: bytes
+    received_at: datetime
+    payload: Payload | None = None
+    # The JSON object as received, so that every field (unknown ones too) travels upstream.
+    fields: dict[str, Any] = field(default_factory=dict)
+    rejection: str | None = None
+    # Set by device adapters whose native payloads carry no seq, ts or id of their own.
+    identity: str | None = None
+
+    def identity_key(self) -> str:
+        """What makes this message itself, the same on every redelivery (PROTOCOL §2)."""
+        if self.identity is not None:
+            return f"{self.topic}\n{self.identity}"
+        parts = [
+            f"{name}={self.fields[name]!r}" for name in ("seq", "ts", "id") if name in self.fields
+        ]
+        if not parts:
+            parts = ["sha256=" + hashlib.sha256(self.raw).hexdigest()]
+        return f"{self.topic}\n" + ";".join(parts)
+
+    def excerpt(self) -> str:
+        return self.raw[:REJECTED_EXCERPT_BYTES].decode("utf-8", errors="replace")
+
+
+def split_topic(root: str, topic: str) -> tuple[DeviceKind, str, Channel] | None:
+    prefix = root.rstrip("/") + "/"
+    if not topic.startswith(prefix):
+        return None
+    parts = topic[len(prefix) :].split("/")
+    if len(parts) != 3 or not parts[1]:
+        return None
+    known = SUBSCRIBED.get((parts[0], parts[2]))
+    if known is None:
+        return None
+    return known[0], parts[1], known[1]
+
+
+def parse_message(root: str, topic: str, raw: bytes, received_at: datetime) -> DeviceMessage:
+    where = split_topic(root, topic)
+    if where is None:
+        return DeviceMessage(topic, None, None, None, raw, received_at, rejection="unknown topic")
+    kind, device_id, channel = where
+
+    def rejected(reason: str) -> DeviceMessage:
+        return DeviceMessage(topic, kind, device_id, channel, raw, received_at, rejection=reason)
+
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        return rejected(f"payload too large: {len(raw)} bytes (limit {MAX_PAYLOAD_BYTES})")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return rejected(f"payload is not UTF-8: {exc.reason} at byte {exc.start}")
+    try:
+        fields = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return rejected(f"payload is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
+    except RecursionError:
+        return rejected("payload is not JSON: nested too deeply")
+    if not isinstance(fields, dict):
+        return rejected(f"payload must be a JSON object, got {type(fields).__name__}")
+    try:
+        payload = PAYLOAD_MODELS[channel].model_validate(fields)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'payload'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        return DeviceMessage(
+            topic,
+            kind,
+            device_id,
+            channel,
+            raw,
+            received_at,
+            fields=fields,
+            rejection=f"invalid fields: {problems}",
+        )
+    return DeviceMessage(topic, kind, device_id, channel, raw, received_at, payload, fields)

@@ -1,0 +1,280 @@
+"""The durable outbox: every event lives here, on disk, until the central has it.
+
+SQLite in WAL mode with synchronous=FULL: a committed event survives a crash or a power cut
+(given a disk that honours fsync). Writes are grouped: one transaction per batch of messages,
+so one fsync serves many events. Two classes share one table: alerts are always leased before
+logs. Logs expire after a TTL and are evicted, oldest first, when the outbox passes its size
+cap; alerts are never evicted. Events the central refuses permanently move to `dead_letters`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge.events import Event, event_id, now
+
+ALERT, LOG = 0, 1
+CLASS_NAMES = {ALERT: "alert", LOG: "log"}
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    class INTEGER NOT NULL,
+    created REAL NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_by_class ON outbox (class, seq);
+-- Kept by triggers in the same transactions, so depth is O(1) and never drifts after a crash.
+CREATE TABLE IF NOT EXISTS depth (
+    class INTEGER PRIMARY KEY,
+    events INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO depth VALUES (0, 0, 0), (1, 0, 0);
+CREATE TRIGGER IF NOT EXISTS depth_in AFTER INSERT ON outbox BEGIN
+    UPDATE depth SET events = events + 1, bytes = bytes + length(NEW.body)
+    WHERE class = NEW.class;
+END;
+CREATE TRIGGER IF NOT EXISTS depth_out AFTER DELETE ON outbox BEGIN
+    UPDATE depth SET events = events - 1, bytes = bytes - length(OLD.body)
+    WHERE class = OLD.class;
+END;
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id TEXT PRIMARY KEY,
+    body BLOB NOT NULL,
+    reason TEXT NOT NULL,
+    status INTEGER,
+    parked REAL NOT NULL
+);
+"""
+
+INSERT = "INSERT OR IGNORE INTO outbox (id, class, created, body) VALUES (?, ?, ?, ?)"
+
+# Evict down to this share of the cap, so that one eviction buys room for many commits.
+EVICT_TO = 0.9
+
+
+class OutboxFull(Exception):
+    """Nothing more fits: the caller must not ack what it could not save."""
+
+
+@dataclass(frozen=True, slots=True)
+class Leased:
+    seq: int
+    id: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ClassDepth:
+    events: int
+    bytes: int
+    oldest_age: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    alerts: ClassDepth
+    logs: ClassDepth
+    dead_letters: int
+    used_bytes: int
+    max_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    id: str
+    reason: str
+    status: int | None
+    parked: float
+    body: bytes
+
+
+class Outbox:
+    """Thread-safe: the commit thread puts, the uplink leases and acks."""
+
+    def __init__(self, path: Path, *, max_bytes: int, log_ttl: float) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.max_bytes = max_bytes
+        self.log_ttl = log_ttl
+        self._lock = threading.Lock()
+        self._leased: set[int] = set()
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+        self._page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def put(self, events: Sequence[Event]) -> int:
+        """Commit events in one transaction; returns how many were new (ids already held are
+        redeliveries). Raises OutboxFull, having stored nothing, when nothing more fits."""
+        if not events:
+            return 0
+        created = time.time()
+        rows = [(e.id, ALERT if e.is_alert else LOG, created, e.encode()) for e in events]
+        with self._lock:
+            if self._used_bytes() > self.max_bytes:
+                self._evict_locked()
+                if self._used_bytes() > self.max_bytes:
+                    raise OutboxFull(
+                        f"outbox holds {self._used_bytes()} bytes, cap {self.max_bytes}"
+                    )
+            try:
+                return self._transaction(lambda db: db.executemany(INSERT, rows).rowcount)
+            except sqlite3.OperationalError as exc:
+                if "full" in str(exc):
+                    raise OutboxFull(str(exc)) from exc
+                raise
+
+    def expire_logs(self) -> int:
+        """Drop logs older than the TTL; returns how many (recorded as a gateway.evicted event)."""
+        cutoff = time.time() - self.log_ttl
+        with self._lock:
+            return self._drop_logs("ttl", "created < ?", (cutoff,))
+
+    def evict_over_cap(self) -> int:
+        with self._lock:
+            return self._evict_locked() if self._used_bytes() > self.max_bytes else 0
+
+    def _evict_locked(self) -> int:
+        """Drop the oldest logs until the outbox is back under its cap; alerts are kept."""
+        depth = self._depth_locked()
+        total_events = depth[ALERT].events + depth[LOG].events
+        if depth[LOG].events == 0 or total_events == 0:
+            return 0
+        used = self._used_bytes()
+        per_event = max(1, used // total_events)
+        excess = used - int(self.max_bytes * EVICT_TO)
+        count = min(depth[LOG].events, max(1, excess // per_event + 1))
+        return self._drop_logs(
+            "disk_cap",
+            "seq IN (SELECT seq FROM outbox WHERE class = 1 ORDER BY seq LIMIT ?)",
+            (count,),
+        )
+
+    def _drop_logs(self, reason: str, where: str, params: tuple) -> int:
+        def drop(db: sqlite3.Connection) -> int:
+            dropped = db.execute(f"DELETE FROM outbox WHERE class = 1 AND {where}", params).rowcount
+            if dropped:
+                notice = evicted_event(reason, dropped)
+                db.execute(INSERT, (notice.id, LOG, time.time(), notice.encode()))
+            return dropped
+
+        return self._transaction(drop)
+
+    # -- reading and acknowledging ---------------------------------------------------------
+
+    def lease(self, klass: int, limit: int) -> list[Leased]:
+        """The oldest events of a class not already in flight, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, id, body FROM outbox WHERE class = ? ORDER BY seq LIMIT ?",
+                (klass, limit + len(self._leased)),
+            ).fetchall()
+            batch = [Leased(*row) for row in rows if row[0] not in self._leased][:limit]
+            self._leased.update(item.seq for item in batch)
+            return batch
+
+    def ack(self, seqs: Iterable[int]) -> None:
+        """The central has these: delete them."""
+        seqs = list(seqs)
+        with self._lock:
+            self._transaction(
+                lambda db: db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+            )
+            self._leased.difference_update(seqs)
+
+    def release(self, seqs: Iterable[int]) -> None:
+        """Not sent after all: leave them for the next lease."""
+        with self._lock:
+            self._leased.difference_update(seqs)
+
+    def dead_letter(self, item: Leased, reason: str, status: int | None) -> None:
+        def park(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT OR REPLACE INTO dead_letters (id, body, reason, status, parked)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (item.id, item.body, reason, status, time.time()),
+            )
+            db.execute("DELETE FROM outbox WHERE seq = ?", (item.seq,))
+
+        with self._lock:
+            self._transaction(park)
+            self._leased.discard(item.seq)
+
+    # -- inspection ------------------------------------------------------------------------
+
+    def pending(self, klass: int) -> int:
+        with self._lock:
+            return self._depth_locked()[klass].events
+
+    def stats(self) -> OutboxStats:
+        with self._lock:
+            depth = self._depth_locked()
+            dead = self._db.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+            return OutboxStats(depth[ALERT], depth[LOG], dead, self._used_bytes(), self.max_bytes)
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, reason, status, parked, body FROM dead_letters ORDER BY parked LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [DeadLetter(*row) for row in rows]
+
+    def integrity_check(self) -> str:
+        with self._lock:
+            return self._db.execute("PRAGMA integrity_check").fetchone()[0]
+
+    def _depth_locked(self) -> dict[int, ClassDepth]:
+        result = {}
+        for klass, events, size in self._db.execute("SELECT class, events, bytes FROM depth"):
+            oldest = self._db.execute(
+                "SELECT created FROM outbox WHERE class = ? ORDER BY seq LIMIT 1", (klass,)
+            ).fetchone()
+            result[klass] = ClassDepth(events, size, time.time() - oldest[0] if oldest else None)
+        return result
+
+    def _used_bytes(self) -> int:
+        pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+        free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+        return (pages - free) * self._page_size
+
+    def _transaction(self, work):
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(self._db)
+        except BaseException:
+            # SQLite may already have rolled back by itself (on SQLITE_FULL, for one).
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        return result
+
+
+def evicted_event(reason: str, count: int) -> Event:
+    moment = now()
+    return Event(
+        id=event_id(f"gateway.evicted\n{moment.timestamp()}", reason),
+        kind="log",
+        type="gateway.evicted",
+        priority="normal",
+        device_id=None,
+        occurred_at=moment,
+        received_at=moment,
+        data={"reason": reason, "count": count},
+    )

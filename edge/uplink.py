@@ -1,0 +1,251 @@
+"""Uplink: from the outbox to the central over HTTP (PROTOCOL §3).
+
+Two senders share one HTTP session: the alert sender sends the moment an alert is committed;
+the log sender batches (size and linger) and yields to alerts. An event leaves the outbox only
+when the central answered 200 for it, or when the central refused it permanently on its own
+(the batch is split in halves until the refused event stands alone), in which case it is parked
+in the dead-letter table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import logging
+import random
+import ssl
+import time
+from dataclasses import dataclass
+
+import aiohttp
+
+from edge.config import CentralSection, OutboxSection
+from edge.events import isoformat, now
+from edge.outbox import ALERT, CLASS_NAMES, LOG, Leased, Outbox
+from edge.signing import signed_headers
+
+log = logging.getLogger(__name__)
+
+# Refusals that belong to the request's content: retrying the same events cannot succeed.
+PERMANENT = {400, 413, 422}
+# Refusals of our credentials or clock: not the events' fault, so they are kept and retried.
+AUTH = {401, 403}
+MAX_RETRY_AFTER = 300.0
+
+
+class Transient(Exception):
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+@dataclass
+class CentralHealth:
+    """What the readiness check and the local fallback need to know about the central."""
+
+    last_success: float | None = None
+    failing_since: float | None = None
+    last_error: str | None = None
+
+    def succeeded(self) -> None:
+        self.last_success = time.time()
+        self.failing_since = None
+        self.last_error = None
+
+    def failed(self, reason: str) -> None:
+        if self.failing_since is None:
+            self.failing_since = time.time()
+        self.last_error = reason
+
+    def unreachable_for(self) -> float:
+        return 0.0 if self.failing_since is None else time.time() - self.failing_since
+
+
+def ssl_context(ca_file) -> ssl.SSLContext:
+    """Verification is always on; a private CA is added, never a way to turn checks off."""
+    context = ssl.create_default_context()
+    if ca_file:
+        context.load_verify_locations(cafile=str(ca_file))
+    return context
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - time.time()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def batch_body(gateway_id: str, events: list[Leased]) -> bytes:
+    """The request body, joined from the stored event JSON without decoding it again."""
+    head = f'{{"gateway_id":"{gateway_id}","sent_at":"{isoformat(now())}","events":['.encode()
+    return head + b",".join(item.body for item in events) + b"]}"
+
+
+class Backoff:
+    """Exponential with jitter, capped; Retry-After is a floor."""
+
+    def __init__(self, minimum: float, maximum: float) -> None:
+        self._minimum = minimum
+        self._maximum = maximum
+        self._failures = 0
+
+    def reset(self) -> None:
+        self._failures = 0
+
+    def next_delay(self, retry_after: float | None) -> float:
+        ceiling = min(self._maximum, self._minimum * 2**self._failures)
+        self._failures = min(self._failures + 1, 30)
+        delay = random.uniform(ceiling / 2, ceiling)
+        return max(delay, retry_after or 0.0)
+
+
+class Uplink:
+    def __init__(
+        self,
+        central: CentralSection,
+        outbox_config: OutboxSection,
+        outbox: Outbox,
+        *,
+        gateway_id: str,
+        key: bytes,
+    ) -> None:
+        self._central = central
+        self._outbox_config = outbox_config
+        self._outbox = outbox
+        self._gateway_id = gateway_id
+        self._key = key
+        self._url = f"{central.base_url}/v1/ingest"
+        self.health = CentralHealth()
+        self._wake = {ALERT: asyncio.Event(), LOG: asyncio.Event()}
+        self._alerts_done = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.sent = {ALERT: 0, LOG: 0}
+        self.dead_lettered = 0
+        self.retries = 0
+
+    def notify(self, has_alert: bool) -> None:
+        """Thread-safe: the commit thread says there is something new to send."""
+        if self._loop is None:
+            return
+        self._loop.call_soon_threadsafe(self._wake_up, has_alert)
+
+    def _wake_up(self, has_alert: bool) -> None:
+        if has_alert:
+            self._wake[ALERT].set()
+        self._wake[LOG].set()
+
+    async def run(self, session: aiohttp.ClientSession) -> None:
+        self._loop = asyncio.get_running_loop()
+        await asyncio.gather(self._sender(session, ALERT), self._sender(session, LOG))
+
+    async def _sender(self, session: aiohttp.ClientSession, klass: int) -> None:
+        wake = self._wake[klass]
+        is_log = klass == LOG
+        limit = (
+            self._outbox_config.log_batch_size if is_log else self._outbox_config.alert_batch_size
+        )
+        backoff = Backoff(self._central.backoff_min, self._central.backoff_max)
+        while True:
+            wake.clear()
+            if is_log:
+                await self._linger()
+            elif self._outbox.pending(ALERT) == 0:
+                self._alerts_done.set()
+            batch = await asyncio.to_thread(self._outbox.lease, klass, limit)
+            if not batch:
+                await wake.wait()
+                continue
+            if not is_log:
+                self._alerts_done.clear()
+            try:
+                await self._deliver(session, klass, batch)
+                backoff.reset()
+                self.health.succeeded()
+            except Transient as exc:
+                self._outbox.release(item.seq for item in batch)
+                self.health.failed(str(exc))
+                self.retries += 1
+                delay = backoff.next_delay(exc.retry_after)
+                log.warning(
+                    "%s batch not delivered (%s); retrying in %.1f s",
+                    CLASS_NAMES[klass],
+                    exc,
+                    delay,
+                )
+                await self._sleep_unless_woken(wake, delay, interruptible=not is_log)
+
+    async def _linger(self) -> None:
+        """Logs wait for a full batch or the linger time, and always for the alerts."""
+        if self._outbox.pending(LOG) < self._outbox_config.log_batch_size:
+            await asyncio.sleep(self._outbox_config.log_linger)
+        while self._outbox.pending(ALERT) > 0:
+            self._alerts_done.clear()
+            self._wake[ALERT].set()
+            await self._alerts_done.wait()
+
+    async def _sleep_unless_woken(
+        self, wake: asyncio.Event, delay: float, interruptible: bool
+    ) -> None:
+        if not interruptible:
+            await asyncio.sleep(delay)
+            return
+        # A new alert tries at once: its delay is the one the user feels.
+        wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), delay)
+        wake.set()
+
+    async def _deliver(
+        self, session: aiohttp.ClientSession, klass: int, batch: list[Leased]
+    ) -> None:
+        status, reason, retry_after = await self._post(session, batch)
+        if status == 200:
+            await asyncio.to_thread(self._outbox.ack, [item.seq for item in batch])
+            self.sent[klass] += len(batch)
+            return
+        if status in PERMANENT:
+            if len(batch) == 1:
+                log.error(
+                    "central refused event %s permanently (%s %s); dead-lettered",
+                    batch[0].id,
+                    status,
+                    reason,
+                )
+                await asyncio.to_thread(self._outbox.dead_letter, batch[0], reason, status)
+                self.dead_lettered += 1
+                return
+            middle = len(batch) // 2
+            await self._deliver(session, klass, batch[:middle])
+            await self._deliver(session, klass, batch[middle:])
+            return
+        if status in AUTH:
+            log.error(
+                "central refused our credentials or clock (%s %s): check central.key and "
+                "the time; events are kept",
+                status,
+                reason,
+            )
+        raise Transient(f"HTTP {status} {reason}".strip(), retry_after)
+
+    async def _post(self, session: aiohttp.ClientSession, batch: list[Leased]):
+        body = batch_body(self._gateway_id, batch)
+        headers = signed_headers(self._gateway_id, self._key, body)
+        headers["Content-Type"] = "application/json"
+        timeout = aiohttp.ClientTimeout(
+            total=self._central.timeout, sock_connect=self._central.connect_timeout
+        )
+        try:
+            async with session.post(self._url, data=body, headers=headers, timeout=timeout) as resp:
+                text = (await resp.text(errors="replace"))[:500]
+                return resp.status, text, parse_retry_after(resp.headers.get("Retry-After"))
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise Transient(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import Broker, Central, Gateway
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    broker = Broker(tmp_path / "broker")
+    broker.start()
+    yield broker
+    broker.kill()
+
+
+@pytest.fixture
+def central(tmp_path: Path) -> Iterator[Central]:
+    central = Central(tmp_path / "central")
+    central.start()
+    yield central
+    central.kill()
+
+
+@pytest.fixture
+def make_gateway(tmp_path: Path, broker: Broker) -> Iterator:
+    started: list[Gateway] = []
+
+    def make(central_url: str, **kwargs) -> Gateway:
+        gateway = Gateway(tmp_path / f"gateway{len(started)}", broker.port, central_url, **kwargs)
+        started.append(gateway)
+        return gateway
+
+    yield make
+    for gateway in started:
+        gateway.kill()
