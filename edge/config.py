@@ -79,6 +79,8 @@ class OutboxSection(Section):
 
 class HttpSection(Section):
     listen: str = "127.0.0.1:8181"
+    # Unlocks residents' details on the LAN page (HTTP basic auth, any user name).
+    page_password: SecretStr | None = None
 
     @field_validator("listen")
     @classmethod
@@ -98,7 +100,21 @@ class HttpSection(Section):
 
 
 class RulesSection(Section):
-    pass
+    # Presses of a button within this many seconds of its last press are one emergency.
+    guard_window: Seconds = 30.0
+    battery_low_percent: int = Field(default=20, ge=1, le=100)
+    battery_hysteresis: int = Field(default=5, ge=0, le=50)
+    # For buttons the registry does not give an interval of their own.
+    supervision_hours: Seconds = 25.0
+    tick_interval: Seconds = 1.0
+
+
+class FallbackSection(Section):
+    """When the central is out of reach, alerts still reach the community's duty room."""
+
+    after: Seconds = 30.0
+    webhooks: list[AnyHttpUrl] = Field(default_factory=list)
+    timeout: Seconds = 5.0
 
 
 class GatewayConfig(Section):
@@ -108,6 +124,7 @@ class GatewayConfig(Section):
     outbox: OutboxSection = OutboxSection()
     http: HttpSection = HttpSection()
     rules: RulesSection = RulesSection()
+    fallback: FallbackSection = FallbackSection()
 
     def central_key(self) -> bytes:
         env = os.environ.get(CENTRAL_KEY_ENV)

@@ -1,46 +1,45 @@
 """Wires the stages together and runs them until SIGTERM or SIGINT.
 
     MQTT ──▶ ingest ──▶ pipeline (rules, outbox commit, ack) ──▶ uplink ──HTTP──▶ central
+      ▲                                                                            │
+      └──── feedback ◀──────────────── downlink (long-poll) ◀──────────────────────┘
 
-Ingest runs on paho's network thread, the pipeline on its own commit thread, and the uplink
-and the HTTP listener on the asyncio loop of the main thread.
+Ingest runs on paho's network thread, the pipeline on its own commit thread, and the uplink,
+downlink, fallback and HTTP listener on the asyncio loop of the main thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import time
+from typing import Any
 
 import aiohttp
 
+from edge.central_client import ssl_context
 from edge.config import GatewayConfig
-from edge.events import Event, event_id, now
-from edge.ingest import Ingest
-from edge.outbox import Outbox
+from edge.downlink import Downlink
+from edge.events import Event
+from edge.fallback import Fallback
+from edge.feedback import Feedback
+from edge.ingest import Ingest, Received
+from edge.outbox import ALERT, Outbox
 from edge.pipeline import Pipeline
-from edge.rules import Rules
+from edge.registry import Registry, RegistryStore
+from edge.rules import Rules, gateway_event
 from edge.status import make_status_app, start_site
-from edge.uplink import Uplink, ssl_context
+from edge.uplink import Uplink
 
 log = logging.getLogger(__name__)
 
 OUTBOX_FILE = "outbox.sqlite"
-
-
-def started_event(gateway_id: str) -> Event:
-    moment = now()
-    return Event(
-        id=event_id(f"gateway.started\n{gateway_id}\n{moment.timestamp()}", "gateway.started"),
-        kind="log",
-        type="gateway.started",
-        priority="low",
-        device_id=None,
-        occurred_at=moment,
-        received_at=moment,
-        data={"gateway_id": gateway_id},
-    )
+REGISTRY_FILE = "registry.json"
+DEVICES_FILE = "devices.json"
+CURSOR_FILE = "downlink.cursor"
+FEEDBACK_ON_COMMIT = {"button.press", "button.repeat"}
 
 
 class Gateway:
@@ -48,15 +47,14 @@ class Gateway:
         self.config = config
         data_dir = config.gateway.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
+        key = config.central_key()
         self.outbox = Outbox(
             data_dir / OUTBOX_FILE, max_bytes=config.outbox.max_bytes, log_ttl=config.outbox.log_ttl
         )
+        self.registry_store = RegistryStore(data_dir / REGISTRY_FILE)
+        self.rules = Rules(config.rules, self.registry_store.load(), data_dir / DEVICES_FILE)
         self.uplink = Uplink(
-            config.central,
-            config.outbox,
-            self.outbox,
-            gateway_id=config.gateway.id,
-            key=config.central_key(),
+            config.central, config.outbox, self.outbox, gateway_id=config.gateway.id, key=key
         )
         self.ingest = Ingest(
             config.mqtt,
@@ -64,23 +62,85 @@ class Gateway:
             topic_root=config.gateway.topic_root,
             deliver=self._received,
         )
+        self.feedback = Feedback(self.ingest.publish, config.gateway.topic_root)
         self.pipeline = Pipeline(
-            Rules(),
+            self.rules,
             self.outbox,
             ack=self.ingest.ack,
             on_committed=self._committed,
             max_group=config.mqtt.receive_maximum,
+            tick_interval=config.rules.tick_interval,
+        )
+        self.downlink = Downlink(
+            config.central,
+            gateway_id=config.gateway.id,
+            key=key,
+            feedback=self.feedback,
+            apply_registry=self._apply_registry,
+            revoke_code=self._revoke_code,
+            cursor_path=data_dir / CURSOR_FILE,
+        )
+        self.fallback = Fallback(
+            config.fallback, self.outbox, self.uplink.health, config.gateway.id
         )
 
-    def _received(self, received) -> None:
+    # -- hand-offs between stages -----------------------------------------------------------
+
+    def _received(self, received: Received) -> None:
         self.pipeline.submit(received)
 
     def _committed(self, events: list[Event]) -> None:
+        """On the commit thread, right after the commit: tell the uplink and the devices."""
         self.uplink.notify(any(event.is_alert for event in events))
+        for event in events:
+            if event.type in FEEDBACK_ON_COMMIT and event.device_id:
+                self.feedback.button(event.device_id, event.data["alert_id"], "received")
 
-    def live(self) -> tuple[bool, dict]:
+    def _apply_registry(self, registry: Registry) -> None:
+        def replace() -> None:
+            self.registry_store.replace(registry)
+            self.rules.replace_registry(registry)
+
+        self.pipeline.call_soon(replace)
+
+    def _revoke_code(self, code: str) -> None:
+        def deny() -> None:
+            registry = self.registry_store.load()
+            if code not in registry.denied_codes:
+                denied = [*registry.denied_codes, code]
+                registry = registry.model_copy(update={"denied_codes": denied})
+                self.registry_store.replace(registry)
+                self.rules.replace_registry(registry)
+
+        self.pipeline.call_soon(deny)
+
+    # -- what the HTTP listener shows --------------------------------------------------------
+
+    def live(self) -> tuple[bool, dict[str, Any]]:
         subscribed = self.ingest.subscribed.is_set()
         return subscribed, {"broker": "subscribed" if subscribed else "not subscribed"}
+
+    def page(self) -> dict[str, Any]:
+        stats = self.outbox.stats()
+        health = self.uplink.health
+        alerts = self.fallback.waiting or [
+            json.loads(item.body) for item in self.outbox.peek(ALERT, 50)
+        ]
+        return {
+            "gateway_id": self.config.gateway.id,
+            "fallback": self.fallback.active,
+            "alerts": alerts,
+            "facts": {
+                "broker": "connected" if self.ingest.connected else "disconnected",
+                "central": "unreachable: " + (health.last_error or "")
+                if health.failing_since else "reachable",
+                "outbox alerts": stats.alerts.events,
+                "outbox logs": stats.logs.events,
+                "dead letters": stats.dead_letters,
+            },
+        }
+
+    # -- running ------------------------------------------------------------------------------
 
     async def run(self) -> int:
         started = time.monotonic()
@@ -88,28 +148,33 @@ class Gateway:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        self.outbox.put([started_event(self.config.gateway.id)])
+        self.outbox.put([gateway_event("gateway.started", {"gateway_id": self.config.gateway.id},
+                                       priority="low")])
+        page_password = self.config.http.page_password
         runner = await start_site(
-            make_status_app(self.live), self.config.http.host, self.config.http.port
+            make_status_app(self, page_password.get_secret_value() if page_password else None),
+            self.config.http.host, self.config.http.port,
         )
         connector = aiohttp.TCPConnector(ssl=ssl_context(self.config.central.ca_file))
         async with aiohttp.ClientSession(connector=connector) as session:
-            uplink = asyncio.create_task(self.uplink.run(session))
+            tasks = [
+                asyncio.create_task(self.uplink.run(session)),
+                asyncio.create_task(self.downlink.run(session)),
+                asyncio.create_task(self.fallback.run(session)),
+            ]
             self.pipeline.start()
             self.ingest.start()
-            log.info(
-                "gateway %s running (%.0f ms to start); health on http://%s/healthz",
-                self.config.gateway.id,
-                (time.monotonic() - started) * 1000,
-                self.config.http.listen,
-            )
+            log.info("gateway %s running (%.0f ms to start); health on http://%s/healthz",
+                     self.config.gateway.id, (time.monotonic() - started) * 1000,
+                     self.config.http.listen)
             await stop.wait()
             log.info("stopping: no new messages; committing what is in flight")
             self.ingest.stop_taking()
             await asyncio.to_thread(self.pipeline.stop)
             self.ingest.close()
-            uplink.cancel()
-            await asyncio.gather(uplink, return_exceptions=True)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         await runner.cleanup()
         self.outbox.close()
         log.info("stopped; %d messages committed this run", self.pipeline.committed_messages)

@@ -188,6 +188,15 @@ class Outbox:
             self._leased.update(item.seq for item in batch)
             return batch
 
+    def peek(self, klass: int, limit: int) -> list[Leased]:
+        """The oldest events of a class, leased or not, for display: nothing changes."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, id, body FROM outbox WHERE class = ? ORDER BY seq LIMIT ?",
+                (klass, limit),
+            ).fetchall()
+        return [Leased(*row) for row in rows]
+
     def ack(self, seqs: Iterable[int]) -> None:
         """The central has these: delete them."""
         seqs = list(seqs)

@@ -33,10 +33,12 @@ class Pipeline:
         ack: Callable[[int, int], None],
         on_committed: Callable[[list[Event]], None],
         max_group: int = 1000,
+        tick_interval: float = 1.0,
         housekeeping_interval: float = 60.0,
         full_retry: float = 1.0,
     ) -> None:
         self._rules = rules
+        self._tick_interval = tick_interval
         self._outbox = outbox
         self._ack = ack
         self._on_committed = on_committed
@@ -45,6 +47,7 @@ class Pipeline:
         self._full_retry = full_retry
         # Bounded by the broker's receive maximum: we never hold more than it lets us have unacked.
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._deferred: list[Callable[[], None]] = []
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="commit", daemon=True)
         self.committed_messages = 0
@@ -63,24 +66,37 @@ class Pipeline:
         self._queue.put(_STOP)
         self._thread.join(timeout)
 
+    def call_soon(self, work: Callable[[], None]) -> None:
+        """Run work on the commit thread, between commits (the rules' state lives there)."""
+        self._queue.put(work)
+
     def _run(self) -> None:
+        next_tick = time.monotonic() + self._tick_interval
         next_housekeeping = time.monotonic() + self._housekeeping_interval
         while True:
-            wait = max(0.0, next_housekeeping - time.monotonic())
+            wait = max(0.0, min(next_tick, next_housekeeping) - time.monotonic())
             try:
                 first = self._queue.get(timeout=wait)
             except queue.Empty:
                 first = None
-            if first is not None and first is not _STOP:
+            if first is _STOP:
+                break
+            if callable(first):
+                self._run_work(first)
+            elif first is not None:
                 group, stop = self._drain(first)
                 self._commit(group)
+                while self._deferred:
+                    self._run_work(self._deferred.pop(0))
                 if stop:
-                    return
-            elif first is _STOP:
-                return
+                    break
+            if time.monotonic() >= next_tick:
+                self._commit_events(self._tick())
+                next_tick = time.monotonic() + self._tick_interval
             if time.monotonic() >= next_housekeeping:
                 self._housekeeping()
                 next_housekeeping = time.monotonic() + self._housekeeping_interval
+        self._save_state()
 
     def _drain(self, first: Received) -> tuple[list[Received], bool]:
         group = [first]
@@ -91,11 +107,26 @@ class Pipeline:
                 break
             if item is _STOP:
                 return group, True
+            if callable(item):
+                # Work waits for the commit of what came before it, to keep arrival order.
+                self._deferred.append(item)
+                break
             group.append(item)
         return group, False
 
     def _commit(self, group: list[Received]) -> None:
         events = [event for received in group for event in self._evaluate(received.message)]
+        if not self._commit_events(events):
+            log.warning("stopping with %d messages unacked; the broker keeps them", len(group))
+            return
+        for received in group:
+            self._ack(received.mid, received.qos)
+        self.committed_messages += len(group)
+
+    def _commit_events(self, events: list[Event]) -> bool:
+        """Commit, waiting out a full disk; False only when stopping before it could."""
+        if not events:
+            return True
         while True:
             try:
                 self._outbox.put(events)
@@ -105,17 +136,18 @@ class Pipeline:
                     log.error("outbox full, not acking MQTT until space returns: %s", exc)
                 self.full = True
                 if self._stopping.wait(self._full_retry):
-                    log.warning(
-                        "stopping with %d messages unacked; the broker keeps them", len(group)
-                    )
-                    return
+                    return False
         if self.full:
             log.info("outbox has room again; acking resumes")
             self.full = False
-        for received in group:
-            self._ack(received.mid, received.qos)
-        self.committed_messages += len(group)
         self._on_committed(events)
+        return True
+
+    def _run_work(self, work: Callable[[], None]) -> None:
+        try:
+            work()
+        except Exception:
+            log.exception("work on the commit thread failed")
 
     def _evaluate(self, message: DeviceMessage) -> list[Event]:
         try:
@@ -134,7 +166,21 @@ class Pipeline:
                 )
             ]
 
+    def _tick(self) -> list[Event]:
+        try:
+            return self._rules.tick()
+        except Exception:
+            log.exception("supervision tick failed")
+            return []
+
+    def _save_state(self) -> None:
+        try:
+            self._rules.save_state()
+        except OSError as exc:
+            log.error("could not save device state: %s", exc)
+
     def _housekeeping(self) -> None:
+        self._save_state()
         try:
             expired = self._outbox.expire_logs()
             evicted = self._outbox.evict_over_cap()

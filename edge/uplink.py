@@ -11,15 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import logging
-import random
-import ssl
-import time
-from dataclasses import dataclass
 
 import aiohttp
 
+from edge.central_client import Backoff, CentralHealth, Transient, parse_retry_after
 from edge.config import CentralSection, OutboxSection
 from edge.events import isoformat, now
 from edge.outbox import ALERT, CLASS_NAMES, LOG, Leased, Outbox
@@ -31,81 +27,12 @@ log = logging.getLogger(__name__)
 PERMANENT = {400, 413, 422}
 # Refusals of our credentials or clock: not the events' fault, so they are kept and retried.
 AUTH = {401, 403}
-MAX_RETRY_AFTER = 300.0
-
-
-class Transient(Exception):
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.retry_after = retry_after
-
-
-@dataclass
-class CentralHealth:
-    """What the readiness check and the local fallback need to know about the central."""
-
-    last_success: float | None = None
-    failing_since: float | None = None
-    last_error: str | None = None
-
-    def succeeded(self) -> None:
-        self.last_success = time.time()
-        self.failing_since = None
-        self.last_error = None
-
-    def failed(self, reason: str) -> None:
-        if self.failing_since is None:
-            self.failing_since = time.time()
-        self.last_error = reason
-
-    def unreachable_for(self) -> float:
-        return 0.0 if self.failing_since is None else time.time() - self.failing_since
-
-
-def ssl_context(ca_file) -> ssl.SSLContext:
-    """Verification is always on; a private CA is added, never a way to turn checks off."""
-    context = ssl.create_default_context()
-    if ca_file:
-        context.load_verify_locations(cafile=str(ca_file))
-    return context
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - time.time()
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
 def batch_body(gateway_id: str, events: list[Leased]) -> bytes:
     """The request body, joined from the stored event JSON without decoding it again."""
     head = f'{{"gateway_id":"{gateway_id}","sent_at":"{isoformat(now())}","events":['.encode()
     return head + b",".join(item.body for item in events) + b"]}"
-
-
-class Backoff:
-    """Exponential with jitter, capped; Retry-After is a floor."""
-
-    def __init__(self, minimum: float, maximum: float) -> None:
-        self._minimum = minimum
-        self._maximum = maximum
-        self._failures = 0
-
-    def reset(self) -> None:
-        self._failures = 0
-
-    def next_delay(self, retry_after: float | None) -> float:
-        ceiling = min(self._maximum, self._minimum * 2**self._failures)
-        self._failures = min(self._failures + 1, 30)
-        delay = random.uniform(ceiling / 2, ceiling)
-        return max(delay, retry_after or 0.0)
 
 
 class Uplink:
