@@ -17,7 +17,6 @@ layout is defined once. It does no I/O.
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime
 import functools
 import json
@@ -64,10 +63,14 @@ _SUBJECT_RE = re.compile(rf"[A-Za-z0-9._-]{{1,{MAX_SUBJECT_LENGTH}}}")
 # Any scheme and host are accepted: the base is the central's public address, which the
 # gateway does not need to know. Only the last two path segments carry meaning.
 _URL_RE = re.compile(
-    r"(?P<base>[a-z][a-z0-9+.-]*://[^/?#\s]+(?:/[^?#\s]*?)?)/(?P<letter>[SH])/(?P<token>[^/?#\s]+)",
+    r"(?P<base>[a-z][a-z0-9+.-]*://[^/?#\s]+(?:/[^?#\s]*?)?)"
+    r"/(?P<letter>[SH])/(?P<token>[^/?#\s]+)",
     re.IGNORECASE,
 )
 _BASE32_RE = re.compile(r"[A-Z2-7]+")
+_BASE32_AS_DIGITS = str.maketrans(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", "0123456789abcdefghijklmnopqrstuv"
+)
 # Unpadded base32 lengths that RFC 4648 can produce (len % 8).
 _BASE32_REMAINDERS = frozenset({0, 2, 4, 5, 7})
 
@@ -254,15 +257,15 @@ def dump_keyring(keys: Mapping[int, bytes]) -> str:
 def _base32_decode(token: str) -> bytes:
     if len(token) % 8 not in _BASE32_REMAINDERS or not _BASE32_RE.fullmatch(token):
         raise CodeRejected("malformed")
-    try:
-        raw = base64.b32decode(token + "=" * (-len(token) % 8))
-    except binascii.Error:
-        raise CodeRejected("malformed") from None
-    # The last character may carry unused bits; without this check several texts would
-    # decode to the same token and slip past a deny list that names the token.
-    if base64.b32encode(raw).decode("ascii").rstrip("=") != token:
+    # int() reads base 32 in C, several times faster than the pure-Python base64.b32decode,
+    # and base32 is a big-endian bit string, so the whole token is one integer.
+    value = int(token.translate(_BASE32_AS_DIGITS), 32)
+    unused_bits = len(token) * 5 % 8
+    # Non-zero unused bits in the last character would let several texts decode to the same
+    # token and slip past a deny list that names the token.
+    if value & ((1 << unused_bits) - 1):
         raise CodeRejected("malformed")
-    return raw
+    return (value >> unused_bits).to_bytes(len(token) * 5 // 8, "big")
 
 
 @functools.lru_cache(maxsize=256)
