@@ -1,10 +1,9 @@
-"""The reference central endpoint: the receiver of PROTOCOL §3 and the operators' event API."""
+"""The reference central endpoint: the receiver of PROTOCOL §3, the operators' event API, and
+the assembly of the central's parts (alerts, downlink, webhooks, the butlers' console)."""
 
 from __future__ import annotations
 
 import asyncio
-import hmac
-import json
 import logging
 import signal
 import time
@@ -14,20 +13,32 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cloud_bridge.config import CentralConfig
-from cloud_bridge.store import EventStore
-from edge.signing import (
-    GATEWAY_HEADER,
-    MAX_SKEW_SECONDS,
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
-    check_signature,
+from cloud_bridge.accounts import AccountStore
+from cloud_bridge.alerts import AlertBook
+from cloud_bridge.alerts_api import add_alert_routes
+from cloud_bridge.commands import (
+    COMMANDS_KEY,
+    CommandQueue,
+    add_command_routes,
+    relay_registry_changes,
 )
+from cloud_bridge.config import CentralConfig
+from cloud_bridge.console import Console, add_console_routes
+from cloud_bridge.dispatch import AlertEngine
+from cloud_bridge.httpkit import CONFIG_KEY, authenticate, int_param, problem, require_admin
+from cloud_bridge.live import AlertBus
+from cloud_bridge.notify import Notifier
+from cloud_bridge.openapi import add_openapi_route
+from cloud_bridge.registry_source import RegistrySource
+from cloud_bridge.stalls import StallPages, add_stall_routes
+from cloud_bridge.store import Database, EventStore
+from cloud_bridge.visits import VisitWatch
+from edge.signing import MAX_SKEW_SECONDS, SIGNATURE_HEADER
 
 log = logging.getLogger(__name__)
 
-CONFIG_KEY = web.AppKey("config", CentralConfig)
 STORE_KEY = web.AppKey("store", EventStore)
+ENGINE_KEY = web.AppKey("engine", AlertEngine)
 REPLAYS_KEY = web.AppKey("replays", dict)
 
 
@@ -48,24 +59,6 @@ class IngestRequest(BaseModel):
     gateway_id: str
     sent_at: datetime
     events: list[WireEvent] = Field(max_length=10000)
-
-
-def problem(status: int, reason: str) -> web.Response:
-    return web.json_response({"error": reason}, status=status)
-
-
-def authenticate(request: web.Request, body: bytes) -> tuple[str | None, str | None]:
-    """(gateway id, None) for an authentic request, else (None, why not)."""
-    gateway_id = request.headers.get(GATEWAY_HEADER)
-    timestamp = request.headers.get(TIMESTAMP_HEADER)
-    claimed = request.headers.get(SIGNATURE_HEADER)
-    if not gateway_id or not timestamp or not claimed:
-        return None, "missing signature headers"
-    key = request.app[CONFIG_KEY].gateway_key(gateway_id)
-    if key is None:
-        return None, "unknown gateway"
-    reason = check_signature(key, timestamp, body, claimed)
-    return (None, reason) if reason else (gateway_id, None)
 
 
 def seen_before(app: web.Application, signature: str) -> bool:
@@ -103,30 +96,9 @@ async def ingest(request: web.Request) -> web.Response:
     events = [event.model_dump(mode="json") for event in batch.events]
     store = request.app[STORE_KEY]
     accepted, duplicates = await asyncio.to_thread(store.add, gateway_id, events)
+    if accepted:
+        request.app[ENGINE_KEY].poke()
     return web.json_response({"accepted": accepted, "duplicates": duplicates})
-
-
-def require_admin(request: web.Request) -> None:
-    token = request.app[CONFIG_KEY].central.admin_token
-    offered = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    if token is None or not hmac.compare_digest(
-        offered.encode(), token.get_secret_value().encode()
-    ):
-        raise web.HTTPUnauthorized(
-            text=json.dumps({"error": "admin token required"}), content_type="application/json"
-        )
-
-
-def int_param(request: web.Request, name: str, default: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit() or int(raw) > high:
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": f"{name} must be a whole number from 0 to {high}"}),
-            content_type="application/json",
-        )
-    return int(raw)
 
 
 async def list_events(request: web.Request) -> web.Response:
@@ -156,16 +128,53 @@ def create_central_app(config: CentralConfig) -> web.Application:
     app = web.Application(
         client_max_size=config.central.max_body_bytes, middlewares=[errors_as_json]
     )
+    db = Database(config.database_path)
+    registry = RegistrySource(config.registry_path)
+    commands = CommandQueue(db, registry, list(config.gateways))
+    book = AlertBook(db, config.alerts)
+    notifier = Notifier(db, config, registry)
+    bus = AlertBus()
+    engine = AlertEngine(book, registry, notifier, bus, commands)
     app[CONFIG_KEY] = config
-    app[STORE_KEY] = EventStore(config.central.data_dir / "central.sqlite")
+    app[STORE_KEY] = EventStore(db)
+    app[ENGINE_KEY] = engine
+    app[COMMANDS_KEY] = commands
     app[REPLAYS_KEY] = {}
     app.router.add_post("/v1/ingest", ingest)
     app.router.add_get("/v1/events", list_events)
     app.router.add_get("/healthz", healthz)
+    add_openapi_route(app)
+    add_command_routes(app)
+    add_alert_routes(app, book, notifier)
+    add_console_routes(app, Console(config, engine, registry, AccountStore(db), bus))
+    stall_pages = StallPages(config.stalls, lambda: registry.current, db)
+    add_stall_routes(app, stall_pages)
+    visits = VisitWatch(db, app[STORE_KEY], registry, config.visits)
+    background: list[asyncio.Task] = []
+
+    async def start(app: web.Application) -> None:
+        await notifier.start()
+        await engine.start()
+        # Queues the registry if it changed while the central was down, then watches it.
+        relay = relay_registry_changes(registry, commands, config.central.registry_poll)
+        background.append(asyncio.create_task(relay))
+        background.append(asyncio.create_task(visits.run(engine.poke)))
+
+    async def stop(app: web.Application) -> None:
+        # Long-polls and live streams answer now instead of holding the shutdown up.
+        commands.close()
+        bus.close()
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        await engine.stop()
+        await notifier.close()
 
     async def close_store(app: web.Application) -> None:
-        app[STORE_KEY].close()
+        db.close()
 
+    app.on_startup.append(start)
+    app.on_shutdown.append(stop)
     app.on_cleanup.append(close_store)
     return app
 

@@ -3,26 +3,36 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from cloud_bridge.butler_admin import add_butler_parser
+from cloud_bridge.codes_cli import add_codes_parser
+from cloud_bridge.registry_admin import add_registry_parser
 from edge.config import ConfigError, GatewayConfig, load_config
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def setup_logging(level: str | None, fmt: str = "text") -> None:
+    from edge.logs import configure
+
+    configure(level, fmt)
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
     from edge.gateway import run_gateway
+    from edge.logs import set_level
 
-    return run_gateway(load_config(args.config, GatewayConfig))
+    config = load_config(args.config, GatewayConfig)
+    if config.logging.level:  # the config file's level wins: it is the one SIGHUP rereads
+        set_level(config.logging.level)
+    return run_gateway(config, args.config, args.log_level)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from edge.doctor import run_doctor
+
+    return run_doctor(args.config, timeout=args.timeout)
 
 
 def cmd_central(args: argparse.Namespace) -> int:
@@ -77,7 +87,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mashang", description="Mashang Edge (码上) gateway")
     parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+        "--log-level", default=None, choices=["debug", "info", "warning", "error"],
+        help="default info; a gateway config's [logging] level wins (SIGHUP rereads it)",
+    )
+    parser.add_argument(
+        "--log-format", default="text", choices=["text", "json"],
+        help="text for people (default), json for one JSON object per line",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -88,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     central = sub.add_parser("central", help="run the reference central endpoint")
     central.add_argument("--config", type=Path, required=True)
     central.set_defaults(func=cmd_central)
+
+    doctor = sub.add_parser(
+        "doctor", help="check broker, central, key, clock, disk and registry; say how to fix"
+    )
+    doctor.add_argument("--config", type=Path, required=True)
+    doctor.add_argument("--timeout", type=float, default=5.0, help="seconds per network check")
+    doctor.set_defaults(func=cmd_doctor)
 
     outbox = sub.add_parser("outbox", help="show the outbox: depth per class, oldest, dead letters")
     outbox.add_argument("--config", type=Path, required=True)
@@ -107,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--code", action="append", default=[], help="scanned text (repeatable)")
     simulate.set_defaults(func=cmd_simulate)
 
+    add_codes_parser(sub)
+    add_registry_parser(sub)
+    add_butler_parser(sub)
+
     demo = sub.add_parser("demo", help="the whole loop on this machine, with a report")
     demo.add_argument("--data-dir", type=Path, default=None)
     demo.set_defaults(func=cmd_demo)
@@ -115,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format)
     try:
         return args.func(args)
     except ConfigError as exc:

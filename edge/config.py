@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import (
     AnyHttpUrl,
@@ -16,6 +16,8 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
+
+from edge.adapters import AdaptersSection
 
 CENTRAL_KEY_ENV = "MASHANG_CENTRAL_KEY"
 
@@ -56,7 +58,7 @@ class MqttSection(Section):
 
 class CentralSection(Section):
     url: AnyHttpUrl
-    key: SecretStr | None = None
+    key: SecretStr | None = Field(default=None, min_length=1)
     ca_file: Path | None = None
     timeout: Seconds = 10.0
     connect_timeout: Seconds = 5.0
@@ -81,6 +83,9 @@ class HttpSection(Section):
     listen: str = "127.0.0.1:8181"
     # Unlocks residents' details on the LAN page (HTTP basic auth, any user name).
     page_password: SecretStr | None = None
+    # /readyz says "not ready" when the central has not answered for this long (the downlink's
+    # long-poll hears from it at least every central.poll_wait seconds).
+    ready_central_within: Seconds = 120.0
 
     @field_validator("listen")
     @classmethod
@@ -117,6 +122,12 @@ class FallbackSection(Section):
     timeout: Seconds = 5.0
 
 
+class LoggingSection(Section):
+    """Reread on SIGHUP. Unset: the `--log-level` given on the command line (default info)."""
+
+    level: Literal["debug", "info", "warning", "error"] | None = None
+
+
 class GatewayConfig(Section):
     gateway: GatewaySection
     mqtt: MqttSection = MqttSection()
@@ -124,7 +135,9 @@ class GatewayConfig(Section):
     outbox: OutboxSection = OutboxSection()
     http: HttpSection = HttpSection()
     rules: RulesSection = RulesSection()
+    adapters: AdaptersSection = AdaptersSection()
     fallback: FallbackSection = FallbackSection()
+    logging: LoggingSection = LoggingSection()
 
     def central_key(self) -> bytes:
         env = os.environ.get(CENTRAL_KEY_ENV)

@@ -54,6 +54,7 @@ class Downlink:
         feedback: Feedback,
         apply_registry: Callable[[Registry], None],
         revoke_code: Callable[[str], None],
+        alert_resolved: Callable[[str, str], None],
         cursor_path: Path,
     ) -> None:
         self._central = central
@@ -62,6 +63,7 @@ class Downlink:
         self._feedback = feedback
         self._apply_registry = apply_registry
         self._revoke_code = revoke_code
+        self._alert_resolved = alert_resolved
         self._cursor_path = cursor_path
         self._url = f"{central.base_url}/v1/gateways/{gateway_id}/commands"
         self.relayed = 0
@@ -112,6 +114,8 @@ class Downlink:
             return
         if command.type == "feedback" and command.device_id and command.alert_id and command.state:
             self._feedback.button(command.device_id, command.alert_id, command.state, command.by)
+            if command.state == "resolved":
+                self._alert_resolved(command.device_id, command.alert_id)
         elif command.type == "registry.replace" and command.registry is not None:
             try:
                 registry = Registry.model_validate(command.registry)

@@ -15,6 +15,7 @@ import json
 import logging
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -26,7 +27,9 @@ from edge.events import Event
 from edge.fallback import Fallback
 from edge.feedback import Feedback
 from edge.ingest import Ingest, Received
-from edge.outbox import ALERT, Outbox
+from edge.metrics import CountingOutbox
+from edge.ops import Operations
+from edge.outbox import ALERT
 from edge.pipeline import Pipeline
 from edge.registry import Registry, RegistryStore
 from edge.rules import Rules, gateway_event
@@ -39,16 +42,18 @@ OUTBOX_FILE = "outbox.sqlite"
 REGISTRY_FILE = "registry.json"
 DEVICES_FILE = "devices.json"
 CURSOR_FILE = "downlink.cursor"
-FEEDBACK_ON_COMMIT = {"button.press", "button.repeat"}
+BUTTON_FEEDBACK = {"button.press", "button.repeat"}
+SCANNER_FEEDBACK = {"scan.accepted", "scan.rejected", "stall.violation", "visit.checkin"}
 
 
 class Gateway:
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, config_path: Path | None = None,
+                 log_level: str | None = None) -> None:
         self.config = config
         data_dir = config.gateway.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         key = config.central_key()
-        self.outbox = Outbox(
+        self.outbox = CountingOutbox(
             data_dir / OUTBOX_FILE, max_bytes=config.outbox.max_bytes, log_ttl=config.outbox.log_ttl
         )
         self.registry_store = RegistryStore(data_dir / REGISTRY_FILE)
@@ -61,6 +66,7 @@ class Gateway:
             client_id=config.mqtt.client_id or f"mashang-gateway-{config.gateway.id}",
             topic_root=config.gateway.topic_root,
             deliver=self._received,
+            adapters=config.adapters,
         )
         self.feedback = Feedback(self.ingest.publish, config.gateway.topic_root)
         self.pipeline = Pipeline(
@@ -78,23 +84,33 @@ class Gateway:
             feedback=self.feedback,
             apply_registry=self._apply_registry,
             revoke_code=self._revoke_code,
+            alert_resolved=self._alert_resolved,
             cursor_path=data_dir / CURSOR_FILE,
         )
         self.fallback = Fallback(
             config.fallback, self.outbox, self.uplink.health, config.gateway.id
         )
+        self.ops = Operations(self, config_path, log_level)
 
     # -- hand-offs between stages -----------------------------------------------------------
 
     def _received(self, received: Received) -> None:
+        self.ops.received(received)
         self.pipeline.submit(received)
 
     def _committed(self, events: list[Event]) -> None:
         """On the commit thread, right after the commit: tell the uplink and the devices."""
         self.uplink.notify(any(event.is_alert for event in events))
+        self.ops.committed(events)
         for event in events:
-            if event.type in FEEDBACK_ON_COMMIT and event.device_id:
+            if event.device_id is None:
+                continue
+            if event.type in BUTTON_FEEDBACK:
                 self.feedback.button(event.device_id, event.data["alert_id"], "received")
+            elif event.type in SCANNER_FEEDBACK:
+                data = event.data
+                self.feedback.scanner(event.device_id, data.get("seq"), data["result"],
+                                      data["reason"], data["subject"])
 
     def _apply_registry(self, registry: Registry) -> None:
         def replace() -> None:
@@ -102,6 +118,10 @@ class Gateway:
             self.rules.replace_registry(registry)
 
         self.pipeline.call_soon(replace)
+
+    def _alert_resolved(self, device_id: str, alert_id: str) -> None:
+        """The butler closed the emergency: the button's next press is a new one."""
+        self.pipeline.call_soon(lambda: self.rules.close_alert(device_id, alert_id))
 
     def _revoke_code(self, code: str) -> None:
         def deny() -> None:
@@ -118,7 +138,14 @@ class Gateway:
 
     def live(self) -> tuple[bool, dict[str, Any]]:
         subscribed = self.ingest.subscribed.is_set()
-        return subscribed, {"broker": "subscribed" if subscribed else "not subscribed"}
+        ok, detail = self.ops.live()
+        return ok, {"broker": "subscribed" if subscribed else "not subscribed", **detail}
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        return self.ops.ready()
+
+    def metrics(self, accept: str | None) -> tuple[bytes, str]:
+        return self.ops.metrics_text(accept)
 
     def page(self) -> dict[str, Any]:
         stats = self.outbox.stats()
@@ -127,6 +154,7 @@ class Gateway:
             json.loads(item.body) for item in self.outbox.peek(ALERT, 50)
         ]
         return {
+            **self.ops.page_extras(),
             "gateway_id": self.config.gateway.id,
             "fallback": self.fallback.active,
             "alerts": alerts,
@@ -156,7 +184,9 @@ class Gateway:
             self.config.http.host, self.config.http.port,
         )
         connector = aiohttp.TCPConnector(ssl=ssl_context(self.config.central.ca_file))
-        async with aiohttp.ClientSession(connector=connector) as session:
+        async with aiohttp.ClientSession(
+            connector=connector, trace_configs=self.ops.trace_configs()
+        ) as session:
             tasks = [
                 asyncio.create_task(self.uplink.run(session)),
                 asyncio.create_task(self.downlink.run(session)),
@@ -164,11 +194,13 @@ class Gateway:
             ]
             self.pipeline.start()
             self.ingest.start()
+            self.ops.started()
             log.info("gateway %s running (%.0f ms to start); health on http://%s/healthz",
                      self.config.gateway.id, (time.monotonic() - started) * 1000,
                      self.config.http.listen)
             await stop.wait()
             log.info("stopping: no new messages; committing what is in flight")
+            self.ops.stopping()
             self.ingest.stop_taking()
             await asyncio.to_thread(self.pipeline.stop)
             self.ingest.close()
@@ -176,10 +208,12 @@ class Gateway:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         await runner.cleanup()
+        self.ops.stopped()
         self.outbox.close()
         log.info("stopped; %d messages committed this run", self.pipeline.committed_messages)
         return 0
 
 
-def run_gateway(config: GatewayConfig) -> int:
-    return asyncio.run(Gateway(config).run())
+def run_gateway(config: GatewayConfig, config_path: Path | None = None,
+                log_level: str | None = None) -> int:
+    return asyncio.run(Gateway(config, config_path, log_level).run())

@@ -17,6 +17,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from edge.adapters import AdaptersSection, RepeatFilter, adapter_subscriptions, translate
 from edge.config import MqttSection
 from edge.events import now
 from edge.messages import SUBSCRIBED, DeviceMessage, parse_message
@@ -26,9 +27,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Received:
-    """A parsed message and the handle to ack it once committed."""
+    """What one MQTT message carried (an adapter's native message may carry several, or none
+    worth an event) and the handle to ack it once committed."""
 
-    message: DeviceMessage
+    messages: tuple[DeviceMessage, ...]
     mid: int
     qos: int
 
@@ -46,7 +48,10 @@ class Ingest:
         client_id: str,
         topic_root: str,
         deliver: Callable[[Received], None],
+        adapters: AdaptersSection | None = None,
     ) -> None:
+        self._adapters = adapters or AdaptersSection(enabled=False)
+        self._repeats = RepeatFilter()
         self._config = config
         self._root = topic_root
         self._deliver = deliver
@@ -74,6 +79,9 @@ class Ingest:
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         return client
+
+    def _topics(self) -> list[str]:
+        return subscriptions(self._root) + adapter_subscriptions(self._adapters)
 
     def start(self) -> None:
         properties = Properties(PacketTypes.CONNECT)
@@ -121,7 +129,7 @@ class Ingest:
             flags.session_present,
         )
         # Renewed on every connect: a broker that lost its state must not leave us deaf.
-        result, mid = client.subscribe([(topic, 1) for topic in subscriptions(self._root)])
+        result, mid = client.subscribe([(topic, 1) for topic in self._topics()])
         if result == mqtt.MQTT_ERR_SUCCESS:
             self._pending_subscription = mid
 
@@ -132,7 +140,7 @@ class Ingest:
         if failed:
             log.error("broker refused our subscriptions: %s", ", ".join(failed))
             return
-        log.info("subscribed to %s", ", ".join(subscriptions(self._root)))
+        log.info("subscribed to %s", ", ".join(self._topics()))
         self.subscribed.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -143,5 +151,13 @@ class Ingest:
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
         if not self._accepting:
             return
-        message = parse_message(self._root, msg.topic, msg.payload, now())
-        self._deliver(Received(message, msg.mid, msg.qos))
+        received_at = now()
+        messages = translate(
+            msg.topic, msg.payload, received_at, self._adapters,
+            topic_root=self._root, retained=msg.retain, repeats=self._repeats,
+        )
+        if messages is None:
+            messages = [parse_message(self._root, msg.topic, msg.payload, received_at)]
+        # Even a message with nothing to record goes through the pipeline, so that acks keep
+        # the order in which the messages arrived.
+        self._deliver(Received(tuple(messages), msg.mid, msg.qos))

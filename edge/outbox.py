@@ -9,6 +9,7 @@ cap; alerts are never evicted. Events the central refuses permanently move to `d
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import threading
 import time
@@ -58,6 +59,10 @@ INSERT = "INSERT OR IGNORE INTO outbox (id, class, created, body) VALUES (?, ?, 
 
 # Evict down to this share of the cap, so that one eviction buys room for many commits.
 EVICT_TO = 0.9
+# Space left free on the outbox's filesystem, counting pages free inside the file: SQLite's WAL
+# grows by up to ~4 MiB between checkpoints, and on a disk that is full to the last byte not
+# even a DELETE can commit. Logs are evicted to keep it, as for the cap (tests/test_full_disk.py).
+DISK_RESERVE = 8 * 1024 * 1024
 
 
 class OutboxFull(Exception):
@@ -126,7 +131,7 @@ class Outbox:
         created = time.time()
         rows = [(e.id, ALERT if e.is_alert else LOG, created, e.encode()) for e in events]
         with self._lock:
-            if self._used_bytes() > self.max_bytes:
+            if self._over_cap():
                 self._evict_locked()
                 if self._used_bytes() > self.max_bytes:
                     raise OutboxFull(
@@ -147,23 +152,44 @@ class Outbox:
 
     def evict_over_cap(self) -> int:
         with self._lock:
-            return self._evict_locked() if self._used_bytes() > self.max_bytes else 0
+            return self._evict_locked() if self._over_cap() else 0
+
+    def _disk_short(self) -> int:
+        """Bytes to free inside the file so that DISK_RESERVE stays free on the filesystem."""
+        inside = self._db.execute("PRAGMA freelist_count").fetchone()[0] * self._page_size
+        return max(0, DISK_RESERVE - shutil.disk_usage(self.path.parent).free - inside)
+
+    def _over_cap(self) -> bool:
+        return self._used_bytes() > self.max_bytes or self._disk_short() > 0
 
     def _evict_locked(self) -> int:
-        """Drop the oldest logs until the outbox is back under its cap; alerts are kept."""
-        depth = self._depth_locked()
-        total_events = depth[ALERT].events + depth[LOG].events
-        if depth[LOG].events == 0 or total_events == 0:
-            return 0
-        used = self._used_bytes()
-        per_event = max(1, used // total_events)
-        excess = used - int(self.max_bytes * EVICT_TO)
-        count = min(depth[LOG].events, max(1, excess // per_event + 1))
-        return self._drop_logs(
-            "disk_cap",
-            "seq IN (SELECT seq FROM outbox WHERE class = 1 ORDER BY seq LIMIT ?)",
-            (count,),
-        )
+        """Drop the oldest logs until the outbox is back under its cap; alerts are kept.
+
+        Pages are freed only as whole pages empty, so the size is measured again after each
+        round instead of trusting one estimate: put() must not say "full" while a log is left
+        that could make room (found by tests/test_outbox_model.py)."""
+        target = int(self.max_bytes * EVICT_TO)
+
+        def drop(db: sqlite3.Connection) -> int:
+            dropped = 0
+            while (excess := max(self._used_bytes() - target, self._disk_short())) > 0:
+                depth = self._depth_locked()
+                if depth[LOG].events == 0:
+                    break
+                used = self._used_bytes()
+                per_event = max(1, used // (depth[ALERT].events + depth[LOG].events))
+                count = min(depth[LOG].events, excess // per_event + 1)
+                dropped += db.execute(
+                    "DELETE FROM outbox WHERE seq IN"
+                    " (SELECT seq FROM outbox WHERE class = 1 ORDER BY seq LIMIT ?)",
+                    (count,),
+                ).rowcount
+            if dropped:
+                notice = evicted_event("disk_cap", dropped)
+                db.execute(INSERT, (notice.id, LOG, time.time(), notice.encode()))
+            return dropped
+
+        return self._transaction(drop)
 
     def _drop_logs(self, reason: str, where: str, params: tuple) -> int:
         def drop(db: sqlite3.Connection) -> int:

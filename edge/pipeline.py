@@ -115,7 +115,12 @@ class Pipeline:
         return group, False
 
     def _commit(self, group: list[Received]) -> None:
-        events = [event for received in group for event in self._evaluate(received.message)]
+        events = [
+            event
+            for received in group
+            for message in received.messages
+            for event in self._evaluate(message)
+        ]
         if not self._commit_events(events):
             log.warning("stopping with %d messages unacked; the broker keeps them", len(group))
             return

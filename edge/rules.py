@@ -23,6 +23,7 @@ from edge.config import RulesSection
 from edge.events import Event, Kind, Priority, event_id, now
 from edge.messages import ButtonPress, DeviceMessage, DeviceStatus, Scan
 from edge.registry import Registry
+from edge.scans import ScanJudge
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,11 @@ def make_event(
     primary: bool = True,
 ) -> Event:
     """An event traced to its message: the message's fields plus what the gateway adds."""
-    occurred = getattr(message.payload, "ts", None) or message.received_at
+    # Only a declared `ts` (a datetime, validated): an unknown "ts" field (a heartbeat's, say)
+    # is kept in data but never taken for the time. vars() also skips pydantic's slow
+    # __getattr__ for the payloads that have no such field.
+    payload = message.payload
+    occurred = (vars(payload).get("ts") if payload is not None else None) or message.received_at
     return Event(
         id=event_id(message.identity_key(), PRIMARY if primary else event_type),
         kind=kind,
@@ -79,6 +84,8 @@ class Rules:
     def __init__(self, settings: RulesSection, registry: Registry, state_path: Path | None) -> None:
         self._settings = settings
         self._registry = registry
+        self._registered = {button.device_id: button for button in registry.buttons}
+        self._judge = ScanJudge(registry)
         self._state_path = state_path
         self._buttons: dict[str, ButtonState] = self._load_state()
         self._watch_registered_buttons()
@@ -87,6 +94,8 @@ class Rules:
 
     def replace_registry(self, registry: Registry) -> None:
         self._registry = registry
+        self._registered = {button.device_id: button for button in registry.buttons}
+        self._judge = ScanJudge(registry)
         self._watch_registered_buttons()
 
     def _watch_registered_buttons(self) -> None:
@@ -107,7 +116,7 @@ class Rules:
             if isinstance(payload, DeviceStatus):
                 return self._button_status(message, payload, state)
         if isinstance(payload, Scan):
-            return [make_event(message, "log", "scan.received", "low")]
+            return [self._scan(message, payload)]
         return [make_event(message, "log", f"{message.device_kind}.status", "low")]
 
     def _seen(self, device_id: str) -> ButtonState:
@@ -133,17 +142,24 @@ class Rules:
         events = [make_event(message, "alert", event_type, priority, extra)]
         return events + self._battery_and_return(message, state, press.battery)
 
+    def close_alert(self, device_id: str, alert_id: str) -> None:
+        state = self._buttons.get(device_id)
+        if state is not None and state.alert_id == alert_id:
+            state.alert_id = None
+
     def _button_status(self, message: DeviceMessage, status: DeviceStatus,
                        state: ButtonState) -> list[Event]:
-        context = self._button_context(message.device_id or "")
+        # The registry context is built only for the events that carry it (not for heartbeats).
         if status.state == "offline":
             if state.offline:
                 return [make_event(message, "log", "button.status", "low")]
             state.offline = True
+            context = self._button_context(message.device_id or "")
             return [make_event(message, "alert", "button.offline", "normal",
                                {**context, "reason": "last_will"})]
         if state.offline:
             state.offline = False
+            context = self._button_context(message.device_id or "")
             events = [make_event(message, "alert", "button.online", "normal", context)]
         else:
             events = [make_event(message, "log", "button.status", "low")]
@@ -153,9 +169,9 @@ class Rules:
                             battery: int | None) -> list[Event]:
         """Secondary events: a button heard from again, a battery crossing its threshold."""
         events = []
-        context = self._button_context(message.device_id or "")
         if state.offline:
             state.offline = False
+            context = self._button_context(message.device_id or "")
             events.append(make_event(message, "alert", "button.online", "normal", context,
                                      primary=False))
         if battery is None:
@@ -163,6 +179,7 @@ class Rules:
         threshold = self._settings.battery_low_percent
         if battery < threshold and not state.battery_low:
             state.battery_low = True
+            context = self._button_context(message.device_id or "")
             events.append(make_event(message, "alert", "button.battery_low", "normal",
                                      {**context, "battery": battery, "threshold": threshold},
                                      primary=False))
@@ -173,7 +190,7 @@ class Rules:
 
     def _button_context(self, device_id: str) -> dict[str, Any]:
         """Who is behind a button and who looks after them, from the registry."""
-        button = self._registry.button(device_id)
+        button = self._registered.get(device_id)
         if button is None:
             duty = self._registry.community.duty_contact
             return {"unregistered": True, "duty_contact": duty.model_dump() if duty else None}
@@ -189,6 +206,18 @@ class Rules:
                 "backup": backup.model_dump(include={"id", "name", "phone"}) if backup else None,
             },
         }
+
+    def _scan(self, message: DeviceMessage, scan: Scan) -> Event:
+        scanner = self._registry.scanner(message.device_id or "")
+        # A scanner that says what it scans for is believed; otherwise its registered role.
+        if "purpose" in message.fields or scanner is None:
+            purpose = scan.purpose
+        else:
+            purpose = scanner.purpose
+        verdict = self._judge.judge(message.device_id or "", scan.code, purpose,
+                                    message.received_at)
+        return make_event(message, verdict.kind, verdict.event_type, verdict.priority,
+                          {"purpose": purpose, **verdict.data()})
 
     def _rejected(self, message: DeviceMessage) -> Event:
         event = make_event(message, "log", "gateway.rejected", "normal")
@@ -215,9 +244,14 @@ class Rules:
         return events
 
     def _supervision_seconds(self, device_id: str) -> float:
-        button = self._registry.button(device_id)
+        button = self._registered.get(device_id)
         hours = button.supervision_hours if button else self._settings.supervision_hours
         return hours * 3600
+
+    def device_snapshot(self) -> dict[str, dict[str, Any]]:
+        """A copy of what the rules remember of each button, for the LAN page and metrics.
+        Safe from any thread: the dict is copied in one step (under the GIL), then read."""
+        return {device: asdict(state) for device, state in self._buttons.copy().items()}
 
     # -- persistence -----------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ Residents' names, rooms and phones appear on the LAN page only behind the page p
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hmac
 import html
@@ -13,9 +14,13 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from edge.lanpage import EXTRA_STYLE, extra_sections
+
 
 class GatewayView(Protocol):
     def live(self) -> tuple[bool, dict[str, Any]]: ...
+    def ready(self) -> tuple[bool, dict[str, Any]]: ...
+    def metrics(self, accept: str | None) -> tuple[bytes, str]: ...
     def page(self) -> dict[str, Any]: ...
 
 
@@ -24,14 +29,25 @@ def make_status_app(view: GatewayView, page_password: str | None) -> web.Applica
         ok, detail = view.live()
         return web.json_response({"ok": ok, **detail}, status=200 if ok else 503)
 
+    async def readyz(request: web.Request) -> web.Response:
+        ok, detail = await asyncio.to_thread(view.ready)
+        return web.json_response({"ok": ok, **detail}, status=200 if ok else 503)
+
+    async def metrics(request: web.Request) -> web.Response:
+        body, content_type = await asyncio.to_thread(view.metrics, request.headers.get("Accept"))
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
     async def lan_page(request: web.Request) -> web.Response:
         authorized = page_password is not None and basic_auth_ok(request, page_password)
         if page_password is not None and not authorized and "login" in request.query:
             return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="mashang"'})
-        return web.Response(text=render_page(view.page(), authorized), content_type="text/html")
+        page = await asyncio.to_thread(view.page)  # it reads the outbox: not on the loop
+        return web.Response(text=render_page(page, authorized), content_type="text/html")
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/", lan_page)
     return app
 
@@ -86,5 +102,7 @@ def render_page(page: dict[str, Any], personal: bool) -> str:
 <meta http-equiv="refresh" content="5"><title>码上网关 {html.escape(page['gateway_id'])}</title>
 <style>body{{font-family:sans-serif;margin:1em}}table{{border-collapse:collapse;width:100%}}
 td{{border-bottom:1px solid #ddd;padding:.4em;font-size:.95em}}.warn{{background:#fdd;padding:.6em}}
-</style></head><body><h1>码上网关 · {html.escape(page['gateway_id'])}</h1>{banner}
-<ul>{facts}</ul><h2>待发送警报 · alerts waiting</h2>{notice}<table>{rows}</table></body></html>"""
+{EXTRA_STYLE}</style></head><body><h1>码上网关 · {html.escape(page['gateway_id'])}</h1>{banner}
+<ul>{facts}</ul><h2>待发送警报 · alerts waiting</h2>{notice}
+<div class="scroll"><table>{rows}</table></div>
+{extra_sections(page, personal)}</body></html>"""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 import aiohttp
 
@@ -54,6 +55,14 @@ class Uplink:
         self.health = CentralHealth()
         self._wake = {ALERT: asyncio.Event(), LOG: asyncio.Event()}
         self._alerts_done = asyncio.Event()
+        # Set whenever the central answers a batch: a log sender in backoff starts again at once
+        # (the central is back) instead of sleeping out its delay.
+        self._answered = asyncio.Event()
+        # The central's Retry-After holds for both senders and for any wake-up: no request
+        # before this monotonic time.
+        self._not_before = 0.0
+        # The previous log batch's delete, still running while the next batch is posted.
+        self._log_ack: asyncio.Future | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.sent = {ALERT: 0, LOG: 0}
         self.dead_lettered = 0
@@ -97,10 +106,13 @@ class Uplink:
                 await self._deliver(session, klass, batch)
                 backoff.reset()
                 self.health.succeeded()
+                self._answered.set()
             except Transient as exc:
                 self._outbox.release(item.seq for item in batch)
                 self.health.failed(str(exc))
                 self.retries += 1
+                if exc.retry_after:
+                    self._not_before = max(self._not_before, time.monotonic() + exc.retry_after)
                 delay = backoff.next_delay(exc.retry_after)
                 log.warning(
                     "%s batch not delivered (%s); retrying in %.1f s",
@@ -108,7 +120,8 @@ class Uplink:
                     exc,
                     delay,
                 )
-                await self._sleep_unless_woken(wake, delay, interruptible=not is_log)
+                await self._sleep_unless_woken(wake, delay, interruptible=not is_log,
+                                               told=exc.retry_after is not None)
 
     async def _linger(self) -> None:
         """Logs wait for a full batch or the linger time, and always for the alerts."""
@@ -120,10 +133,16 @@ class Uplink:
             await self._alerts_done.wait()
 
     async def _sleep_unless_woken(
-        self, wake: asyncio.Event, delay: float, interruptible: bool
+        self, wake: asyncio.Event, delay: float, interruptible: bool, told: bool = False
     ) -> None:
         if not interruptible:
-            await asyncio.sleep(delay)
+            if told:  # the central's Retry-After is honoured to the end
+                await asyncio.sleep(delay)
+                return
+            # Logs keep to their backoff, unless an alert gets through meanwhile.
+            self._answered.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._answered.wait(), delay)
             return
         # A new alert tries at once: its delay is the one the user feels.
         wake.clear()
@@ -136,7 +155,14 @@ class Uplink:
     ) -> None:
         status, reason, retry_after = await self._post(session, batch)
         if status == 200:
-            await asyncio.to_thread(self._outbox.ack, [item.seq for item in batch])
+            seqs = [item.seq for item in batch]
+            if klass == LOG:
+                # Deleted while the next batch is leased and posted (its rows stay leased until
+                # then, so they are not sent again): a drain does not wait for each fsync.
+                await self._settle_log_ack()
+                self._log_ack = asyncio.ensure_future(asyncio.to_thread(self._outbox.ack, seqs))
+            else:
+                await asyncio.to_thread(self._outbox.ack, seqs)
             self.sent[klass] += len(batch)
             return
         if status in PERMANENT:
@@ -163,7 +189,15 @@ class Uplink:
             )
         raise Transient(f"HTTP {status} {reason}".strip(), retry_after)
 
+    async def _settle_log_ack(self) -> None:
+        """Wait for the previous log batch's delete (raising what it raised)."""
+        previous, self._log_ack = self._log_ack, None
+        if previous is not None:
+            await previous
+
     async def _post(self, session: aiohttp.ClientSession, batch: list[Leased]):
+        while (wait := self._not_before - time.monotonic()) > 0:
+            await asyncio.sleep(wait)
         body = batch_body(self._gateway_id, batch)
         headers = signed_headers(self._gateway_id, self._key, body)
         headers["Content-Type"] = "application/json"

@@ -1,218 +1,125 @@
-"""Real processes for the tests: a Mosquitto broker, the central, the gateway.
-
-Each runs as its own process on free loopback ports, in the test's own temporary folder, so
-that tests can kill, restart and inspect them the way an operator would.
-"""
+"""Test support: the lab's real processes, and helpers to publish and inspect."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-ADMIN_TOKEN = "test-admin-token"
-GATEWAY_ID = "gw-test"
-GATEWAY_KEY = "test-gateway-key"
+from devices.lab import (  # noqa: F401  (re-exported for the tests)
+    ADMIN_TOKEN,
+    GATEWAY_ID,
+    GATEWAY_KEY,
+    Broker,
+    Central,
+    Gateway,
+    Process,
+    free_port,
+    get_json,
+    mashang,
+    mosquitto_binary,
+    wait_for,
+)
 
+# -- Publishing and inspection helpers (real clients and the operator's own commands) ------
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(
-    predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = ""
-):
-    """Poll until predicate() is truthy; returns its value or fails naming what was awaited."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
-        time.sleep(interval)
+TOPIC_ROOT = "mashang/v1"
 
 
-def mosquitto_binary() -> str:
-    found = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not Path(found).exists():
-        raise RuntimeError("mosquitto is not installed: run ./scripts/setup")
+def device_topic(device_id: str, channel: str = "events", kind: str = "buttons") -> str:
+    return f"{TOPIC_ROOT}/{kind}/{device_id}/{channel}"
+
+
+def mosquitto_pub_binary() -> str:
+    found = shutil.which("mosquitto_pub")
+    if found is None:
+        raise RuntimeError("mosquitto_pub is not installed: run ./scripts/setup")
     return found
 
 
-class Process:
-    """A child process whose output goes to a log file in the test's folder."""
-
-    def __init__(self, name: str, argv: list[str], folder: Path, env: dict | None = None) -> None:
-        self.name = name
-        self.argv = argv
-        self.folder = folder
-        self.env = {**os.environ, **(env or {})}
-        self.log_path = folder / f"{name}.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env)
-        log.close()
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def terminate(self, timeout: float = 30.0) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-
-class Broker(Process):
-    def __init__(self, folder: Path, port: int | None = None, extra_conf: str = "") -> None:
-        self.port = port or free_port()
-        folder.mkdir(parents=True, exist_ok=True)
-        conf = folder / "mosquitto.conf"
-        conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "persistence true\n"
-            f"persistence_location {folder}/\n"
-            "autosave_interval 1\n"
-            "max_queued_messages 100000\n"
-            "max_inflight_messages 0\n"
-            f"{extra_conf}"
+def start_mosquitto_pub(port: int, topic: str, lines: list[str], folder: Path) -> subprocess.Popen:
+    """`mosquitto_pub -l` at QoS 1, one message per line, in the background (stdin: a file)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    source = folder / f"pub-{abs(hash(topic))}-{time.monotonic_ns()}.txt"
+    source.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    argv = [mosquitto_pub_binary(), "-h", "127.0.0.1", "-p", str(port), "-q", "1"]
+    with source.open("rb") as stdin:
+        return subprocess.Popen(
+            [*argv, "-t", topic, "-l"],
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
-        super().__init__("mosquitto", [mosquitto_binary(), "-c", str(conf)], folder)
-
-    def start(self) -> None:
-        super().start()
-        wait_for(self._listening, 10, what=f"mosquitto on port {self.port}")
-
-    def _listening(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                return True
-        except OSError:
-            return False
 
 
-def mashang(*args: str) -> list[str]:
-    return [sys.executable, "-m", "edge.cli", *args]
+def mosquitto_pub(port: int, topic: str, lines: list[str], folder: Path) -> None:
+    """Publish one message per line and wait until the broker has acked them all."""
+    proc = start_mosquitto_pub(port, topic, lines, folder)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, f"mosquitto_pub failed: {output.decode(errors='replace')}"
 
 
-class Central(Process):
-    def __init__(self, folder: Path, port: int | None = None, extra: str = "") -> None:
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        folder.mkdir(parents=True, exist_ok=True)
-        self.config = folder / "central.toml"
-        self.config.write_text(
-            "[central]\n"
-            f'data_dir = "{folder}"\n'
-            f'listen = "127.0.0.1:{self.port}"\n'
-            f'admin_token = "{ADMIN_TOKEN}"\n'
-            f"{extra}\n"
-            "[gateways]\n"
-            f'{GATEWAY_ID} = "{GATEWAY_KEY}"\n'
-        )
-        super().__init__("central", mashang("central", "--config", str(self.config)), folder)
+def publish(port: int, messages: list[tuple[str, bytes | str]]) -> None:
+    """Publish (topic, payload) pairs in order at QoS 1 with a real paho client, waiting for
+    every PUBACK; for payloads `mosquitto_pub -l` cannot carry (binary, empty, multi-line)."""
+    import paho.mqtt.client as mqtt
 
-    def start(self) -> None:
-        super().start()
-        wait_for(lambda: get_json(f"{self.url}/healthz") is not None, 20, what="the central")
-
-    def events(self, event_type: str | None = None) -> list[dict]:
-        """Every event the central holds (admin API), oldest first."""
-        found, after = [], 0
-        while True:
-            query = f"after={after}&limit=10000" + (f"&type={event_type}" if event_type else "")
-            page = get_json(f"{self.url}/v1/events?{query}", token=ADMIN_TOKEN)
-            assert page is not None, "central did not answer /v1/events"
-            found.extend(page["events"])
-            if not page["events"]:
-                return found
-            after = page["next"]
-
-
-class Gateway(Process):
-    def __init__(
-        self,
-        folder: Path,
-        broker_port: int,
-        central_url: str,
-        *,
-        extra: str = "",
-        sections: dict[str, str] | None = None,
-        key: str = GATEWAY_KEY,
-    ) -> None:
-        self.http_port = free_port()
-        folder.mkdir(parents=True, exist_ok=True)
-        self.data_dir = folder / "data"
-        self.config = folder / "gateway.toml"
-        extra_sections = "".join(f"[{name}]\n{body}\n" for name, body in (sections or {}).items())
-        self.config.write_text(
-            "[gateway]\n"
-            f'id = "{GATEWAY_ID}"\n'
-            f'data_dir = "{self.data_dir}"\n'
-            f"{extra}\n"
-            "[mqtt]\n"
-            'host = "127.0.0.1"\n'
-            f"port = {broker_port}\n"
-            "reconnect_min = 0.1\n"
-            "reconnect_max = 1.0\n"
-            "[central]\n"
-            f'url = "{central_url}"\n'
-            f'key = "{key}"\n'
-            "timeout = 2.0\n"
-            "backoff_min = 0.05\n"
-            "backoff_max = 1.0\n"
-            "[http]\n"
-            f'listen = "127.0.0.1:{self.http_port}"\n'
-            "[outbox]\n"
-            "log_linger = 0.05\n"
-            f"{extra_sections}"
-        )
-        super().__init__("gateway", mashang("gateway", "--config", str(self.config)), folder)
-
-    def start(self, wait_ready: bool = True) -> None:
-        super().start()
-        if wait_ready:
-            self.wait_healthy()
-
-    def wait_healthy(self, timeout: float = 20.0) -> None:
-        def healthy() -> bool:
-            assert self.running(), f"gateway exited:\n{self.output()[-3000:]}"
-            return get_json(f"http://127.0.0.1:{self.http_port}/healthz") is not None
-
-        wait_for(healthy, timeout, what="the gateway's /healthz")
-
-
-def get_json(url: str, token: str | None = None) -> Any:
-    """The JSON of a 200 answer, or None for anything else (refused, 5xx, 503...)."""
-    request = urllib.request.Request(url)
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-pub-{os.getpid()}")
+    client.connect("127.0.0.1", port)
+    client.loop_start()
     try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return json.loads(response.read())
-    except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError):
-        return None
+        infos = [client.publish(topic, payload, qos=1) for topic, payload in messages]
+        for info in infos:
+            info.wait_for_publish(10)
+            assert info.is_published(), "the broker did not ack a publish"
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def set_option(config: Path, section: str, key: str, value: str) -> None:
+    """Set `key = value` (value as TOML) in [section] of a config file, adding what is missing."""
+    lines = config.read_text().splitlines()
+    header = f"[{section}]"
+    if header not in lines:
+        lines += [header, f"{key} = {value}"]
+    else:
+        start = lines.index(header) + 1
+        end = next(
+            (i for i in range(start, len(lines)) if lines[i].startswith("[")), len(lines)
+        )
+        for i in range(start, end):
+            if lines[i].split("=")[0].strip() == key:
+                lines[i] = f"{key} = {value}"
+                break
+        else:
+            lines.insert(start, f"{key} = {value}")
+    config.write_text("\n".join(lines) + "\n")
+
+
+def outbox_report(config: Path) -> str:
+    """What `mashang outbox --config FILE` prints, as an operator would run it."""
+    result = subprocess.run(
+        mashang("outbox", "--config", str(config)), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, f"mashang outbox failed:\n{result.stdout}{result.stderr}"
+    return result.stdout
+
+
+def outbox_depth(config: Path) -> dict[str, int]:
+    """{'alerts': n, 'logs': n, 'dead_letters': n} from `mashang outbox`."""
+    import re
+
+    report = outbox_report(config)
+    depth = {}
+    for name, pattern in (
+        ("alerts", r"alerts\s+([\d,]+) events"),
+        ("logs", r"logs\s+([\d,]+) events"),
+        ("dead_letters", r"dead letters:\s*([\d,]+)"),
+    ):
+        found = re.search(pattern, report)
+        assert found, f"`mashang outbox` no longer says how many {name}:\n{report}"
+        depth[name] = int(found.group(1).replace(",", ""))
+    return depth

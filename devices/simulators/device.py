@@ -55,8 +55,11 @@ class SimulatedDevice:
         if sock is not None:
             sock.close()
 
-    def status(self, state: str, **fields) -> None:
-        self.publish("status", {"state": state, **fields}, retain=True)
+    def status(self, state: str, **fields) -> dict:
+        """A heartbeat; its timestamp makes each one a message of its own (PROTOCOL §2)."""
+        payload = {"state": state, "ts": self.timestamp(), **fields}
+        self.publish("status", payload, retain=True)
+        return payload
 
     def publish(self, channel: str, payload: dict | bytes, *, retain: bool = False) -> None:
         data = payload if isinstance(payload, bytes) else json.dumps(payload, ensure_ascii=False)

@@ -1,0 +1,706 @@
+"""The five figures of issue 5, each measured beside its baseline in the same run.
+
+Every figure returns a dict of plain numbers (and notes) that bench.report turns into the
+table; a figure that cannot be measured raises, and the report says why in its place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import procs
+from bench.load import Prober, Publishers
+from bench.procs import (
+    BenchError,
+    Broker,
+    NodeRed,
+    OutboxWatch,
+    Receiver,
+    make_gateway,
+    rss_bytes,
+    start_timed,
+    stop,
+    wait_until,
+)
+from edge.gateway import OUTBOX_FILE
+from tests.support import (
+    ADMIN_TOKEN,
+    GATEWAY_ID,
+    GATEWAY_KEY,
+    Central,
+    Gateway,
+    free_port,
+    get_json,
+)
+
+MB = 1024 * 1024
+
+
+@dataclass
+class Context:
+    root: Path
+    quick: bool
+    profile: bool = False
+    results_dir: Path | None = None
+    _tags: int = 0
+    # Filled as figures run, for the plots.
+    latencies: dict[str, list[float]] = field(default_factory=dict)
+    memory_curve: list[tuple[int, int]] = field(default_factory=list)
+    memory_points: list[tuple[int, int]] = field(default_factory=list)
+    # The quick run measures the footprint on the drain figure's gateway.
+    footprint: dict[str, Any] = field(default_factory=dict)
+
+    def tag(self, name: str) -> str:
+        self._tags += 1
+        return f"{name}{self._tags}"
+
+    def folder(self, name: str) -> Path:
+        path = self.root / self.tag(name)
+        path.mkdir(parents=True)
+        return path
+
+
+@contextlib.contextmanager
+def running(*processes) -> Iterator[None]:
+    """Stop what was started, last first, whatever happens in between."""
+    try:
+        yield
+    finally:
+        for process in reversed(processes):
+            stop(process)
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    """p50, p99, p99.9 and max in milliseconds (nearest rank)."""
+    if not samples:
+        raise BenchError("no latency samples")
+    ordered = sorted(samples)
+
+    def rank(share: float) -> float:
+        index = min(len(ordered) - 1, max(0, int(share * len(ordered) + 0.999999) - 1))
+        return ordered[index] * 1000
+
+    return {"n": len(ordered), "p50": rank(0.50), "p99": rank(0.99), "p999": rank(0.999),
+            "max": ordered[-1] * 1000}
+
+
+def dead_url() -> str:
+    """An address where nothing listens: the central is down for the whole run."""
+    return f"http://127.0.0.1:{free_port()}"
+
+
+def outbox_of(gateway: Gateway) -> OutboxWatch:
+    return OutboxWatch(gateway.data_dir / OUTBOX_FILE)
+
+
+class Profiler:
+    """py-spy recording a process for as long as the block runs (when asked for)."""
+
+    def __init__(self, pid: int, out: Path | None) -> None:
+        self._proc: subprocess.Popen | None = None
+        self.out = out
+        if out is None:
+            return
+        spy = Path(sys.executable).parent / "py-spy"
+        if not spy.exists():
+            raise BenchError("py-spy is not installed: ./scripts/bench installs the bench extra")
+        self._proc = subprocess.Popen(
+            [str(spy), "record", "--pid", str(pid), "--rate", "250", "--format", "raw",
+             "--threads", "--output", str(out), "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        time.sleep(0.5)
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(2)  # SIGINT: py-spy writes what it has
+            try:
+                self._proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+
+
+# -- 1. durable ingest -------------------------------------------------------------------------
+
+
+def ingest_counts(ctx: Context) -> tuple[int, int]:
+    """(messages per run, publisher processes)."""
+    return (10_000 if ctx.quick else 100_000), 10
+
+
+def run_ceiling(ctx: Context, total: int, processes: int) -> dict[str, Any]:
+    folder = ctx.folder("ceiling")
+    broker = Broker(folder / "broker")
+    broker.start()
+    with running(broker):
+        subscriber = subprocess.Popen(
+            [sys.executable, "-m", "bench.ceiling", "--port", str(broker.port),
+             "--count", str(total)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=procs.REPO,
+        )
+        try:
+            assert subscriber.stdout is not None
+            line = subscriber.stdout.readline().strip()
+            if line != "ready":
+                raise BenchError(f"ceiling subscriber did not start: {subscriber.stderr.read()}")
+            publishers = Publishers(folder / "load", broker.port, total, ctx.tag("c"), processes)
+            started = publishers.start()
+            peak_cpu = _sample_cpu(subscriber.pid, lambda: subscriber.poll() is not None)
+            seen = json.loads(subscriber.stdout.readline() or "{}")
+            publishers.wait()
+        finally:
+            procs.kill_quietly(subscriber)
+    if seen.get("received", 0) < total or not seen.get("last"):
+        raise BenchError(f"ceiling subscriber saw {seen.get('received')} of {total}")
+    return {"rate": total / (seen["last"] - started), "cpu": peak_cpu}
+
+
+def _sample_cpu(pid: int, finished, interval: float = 0.25) -> float:
+    """Mean share of a core the process used until finished() (sampled, best effort)."""
+    try:
+        first, started = procs.cpu_seconds(pid), time.monotonic()
+        last = first
+        while not finished():
+            time.sleep(interval)
+            with contextlib.suppress(OSError):
+                last = procs.cpu_seconds(pid)
+        return (last - first) / max(1e-9, time.monotonic() - started)
+    except OSError:
+        return float("nan")
+
+
+def run_gateway_ingest(ctx: Context, total: int, processes: int,
+                       profile_to: Path | None = None) -> dict[str, Any]:
+    """Events/s committed (and so acked) by the gateway, with the central down: the outbox
+    count, read from outside, is the committed count; each group is acked right after its
+    commit, on the same thread."""
+    folder = ctx.folder("ingest")
+    broker = Broker(folder / "broker")
+    broker.start()
+    gateway = make_gateway(folder / "gateway", broker.port, dead_url())
+    with running(broker, gateway):
+        start_timed(gateway)
+        watch = outbox_of(gateway)
+        base = wait_until(lambda: watch.depth(), 10, "the gateway.started event")
+        publishers = Publishers(folder / "load", broker.port, total, ctx.tag("g"), processes)
+        profiler = Profiler(gateway.proc.pid, profile_to) if profile_to else None
+        cpu_before = procs.cpu_seconds(gateway.proc.pid)
+        started = publishers.start()
+        peak_rss = 0
+        deadline = time.monotonic() + 600
+        while (depth := watch.depth()) - base < total:
+            peak_rss = max(peak_rss, rss_bytes(gateway.proc.pid))
+            if time.monotonic() > deadline:
+                raise BenchError(f"gateway committed {depth - base} of {total} in 600 s")
+            time.sleep(0.01)
+        finished = time.time()
+        cpu = (procs.cpu_seconds(gateway.proc.pid) - cpu_before) / (finished - started)
+        if profiler:
+            profiler.stop()
+        publishers.wait()
+        watch.close()
+    return {"rate": total / (finished - started), "cpu": cpu, "peak_rss": peak_rss}
+
+
+def figure_ingest(ctx: Context) -> dict[str, Any]:
+    total, processes = ingest_counts(ctx)
+    rounds = 1 if ctx.quick else 2
+    ceilings, gateways = [], []
+    for index in range(rounds):
+        ceilings.append(run_ceiling(ctx, total, processes))
+        profile = None
+        if ctx.profile and index == rounds - 1 and ctx.results_dir is not None:
+            profile = ctx.results_dir / "profile-ingest.txt"
+        gateways.append(run_gateway_ingest(ctx, total, processes, profile))
+    ceiling = max(ceilings, key=lambda run: run["rate"])
+    ours = max(gateways, key=lambda run: run["rate"])
+    return {
+        "messages": total,
+        "publishers": processes,
+        "rounds": rounds,
+        "ceiling": ceiling["rate"],
+        "ceiling_runs": [run["rate"] for run in ceilings],
+        "ceiling_cpu": ceiling["cpu"],
+        "gateway": ours["rate"],
+        "gateway_runs": [run["rate"] for run in gateways],
+        "gateway_cpu": ours["cpu"],
+        "gateway_peak_rss": ours["peak_rss"],
+        "ratio": ours["rate"] / ceiling["rate"],
+    }
+
+
+# -- 2. latency --------------------------------------------------------------------------------
+
+
+class Console:
+    """The butlers' console stream (duty account), when the central has one."""
+
+    def __init__(self, central: Central) -> None:
+        from tests.console_support import ConsoleClient  # the console's own test client
+
+        self._client = ConsoleClient(central)
+        answer = self._client.login("duty")
+        if answer.status != 200:
+            raise BenchError(f"console login answered {answer.status}")
+        self._context = self._client.stream()
+        self.stream = self._context.__enter__()
+        if self.stream.response.status != 200:
+            raise BenchError(f"console stream answered {self.stream.response.status}")
+
+    def arrivals(self) -> dict[str, float]:
+        """device id -> when its alert first reached the stream (unix seconds)."""
+        first: dict[str, float] = {}
+        for name, data, moment in list(self.stream.events):
+            for alert in data if name == "snapshot" else [data]:
+                device = alert.get("device_id") if isinstance(alert, dict) else None
+                if device and device not in first:
+                    first[device] = moment
+        return first
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._context.__exit__(None, None, None)
+
+
+def start_reference_central(folder: Path) -> tuple[Central, str | None]:
+    """The reference central, with a duty console account when this central has a console;
+    (central, None) or (central, why the console is not measured)."""
+    try:
+        from tests.console_support import start_central as start_with_console
+    except ImportError as exc:
+        return procs.start_central(folder), f"n/a (console not built yet: {exc})"
+    try:
+        return start_with_console(folder, accounts=("duty",)), None
+    except Exception as exc:  # the console is being built: say so, measure the central
+        return procs.start_central(folder / "plain"), f"n/a (console not available: {exc})"
+
+
+def central_arrivals(central: Central, devices: dict[str, float]) -> dict[str, float]:
+    """device id -> when the central stored its press (the central's own arrival stamp)."""
+    found = {}
+    for event in central.events("button.press"):
+        device = event.get("device_id")
+        if device in devices and "arrived_at" in event:
+            found[device] = float(event["arrived_at"])
+    return found
+
+
+def probe(ctx: Context, central: Central, console: Console | None, broker_port: int,
+          count: int, rate: float, stop_when: threading.Event | None = None
+          ) -> tuple[list[float], list[float]]:
+    """Presses at `rate`; latencies (s) press -> central, press -> console."""
+    prober = Prober(broker_port, ctx.tag("p"))
+    try:
+        prober.run(count, rate, stop_when)
+    finally:
+        prober.close()
+    sent = prober.sent
+    arrived = wait_until(
+        lambda: (found := central_arrivals(central, sent)) and len(found) >= len(sent) and found,
+        60, f"{len(sent)} presses at the central", interval=0.25,
+    )
+    to_central = [arrived[device] - t0 for device, t0 in sent.items()]
+    to_console: list[float] = []
+    if console is not None:
+        shown = wait_until(
+            lambda: (found := console.arrivals()) and all(d in found for d in sent) and found,
+            30, "the presses on the console stream", interval=0.1,
+        )
+        to_console = [shown[device] - t0 for device, t0 in sent.items()]
+    return to_central, to_console
+
+
+def figure_latency(ctx: Context) -> dict[str, Any]:
+    count, rate = (60, 50.0) if ctx.quick else (1000, 25.0)
+    background = 1000.0
+    folder = ctx.folder("latency")
+    broker = Broker(folder / "broker")
+    broker.start()
+    central, console_note = start_reference_central(folder / "central")
+    gateway = make_gateway(folder / "gateway", broker.port, central.url)
+    console = None
+    with running(broker, central, gateway):
+        start_timed(gateway)
+        if console_note is None:
+            try:
+                console = Console(central)
+            except Exception as exc:
+                console_note = f"n/a (console stream not available: {exc})"
+        try:
+            results: dict[str, Any] = {"presses": count, "rate": rate,
+                                       "background": background, "console_note": console_note}
+            for name in ("idle", "load"):
+                paced = None
+                if name == "load":
+                    paced = procs_paced(broker.port, background, ctx.tag("bg"))
+                    time.sleep(2.0)  # the background reaches its pace first
+                try:
+                    central_s, console_s = probe(ctx, central, console, broker.port, count, rate)
+                finally:
+                    fed = paced.stop() if paced else 0
+                results[f"{name}_central"] = percentiles(central_s)
+                ctx.latencies[f"press -> central, {name}"] = central_s
+                if console_s:
+                    results[f"{name}_console"] = percentiles(console_s)
+                    ctx.latencies[f"press -> console, {name}"] = console_s
+                if paced:
+                    results["background_fed"] = fed
+        finally:
+            if console is not None:
+                console.close()
+    return results
+
+
+def procs_paced(port: int, rate: float, device: str):
+    from bench.load import PacedPublisher
+
+    paced = PacedPublisher(port, rate, device)
+    paced.start()
+    return paced
+
+
+# -- 3. outage drain ---------------------------------------------------------------------------
+
+
+def figure_drain(ctx: Context) -> dict[str, Any]:
+    backlog = 10_000 if ctx.quick else 100_000
+    alert_rate = 20.0
+    folder = ctx.folder("drain")
+    broker = Broker(folder / "broker")
+    broker.start()
+    central, _ = start_reference_central(folder / "central")
+    gateway = make_gateway(folder / "gateway", broker.port, central.url)
+    with running(broker, central, gateway):
+        ready = start_timed(gateway)
+        watch = outbox_of(gateway)
+        wait_until(lambda: watch.depth() == 0, 30, "the gateway's first events to leave")
+        if ctx.quick:
+            ctx.footprint.update(start_ready=ready, start_runs=[ready], cpu_window=3.0,
+                                 rss_idle=settle_rss(gateway.proc.pid, 1.0),
+                                 cpu_idle=procs.cpu_share(gateway.proc.pid, 3.0))
+            ctx.memory_points.append((0, ctx.footprint["rss_idle"]))
+        seen_before = max((event["seq"] for event in central.events()), default=0)
+        central.terminate()
+
+        # The outage: the backlog is published and committed, RSS sampled against depth.
+        publishers = Publishers(folder / "load", broker.port, backlog, ctx.tag("d"))
+        started = publishers.start()
+        curve = []
+        deadline = time.monotonic() + 600
+        while (depth := watch.depth()) < backlog:
+            curve.append((depth, rss_bytes(gateway.proc.pid)))
+            if time.monotonic() > deadline:
+                raise BenchError(f"only {depth} of {backlog} logs buffered in 600 s")
+            time.sleep(0.1)
+        buffered_in = time.time() - started
+        publishers.wait()
+        curve.append((watch.depth(), rss_bytes(gateway.proc.pid)))
+        ctx.memory_curve = curve
+        held = watch.logs()
+        if ctx.quick:  # the quick run's footprint figure: this gateway, with this backlog
+            ctx.footprint["rss_10k"] = settle_rss(gateway.proc.pid, 2.0)
+            ctx.footprint["depth_10k"] = watch.depth()
+            ctx.footprint["bytes_per_event_10k"] = watch.used_bytes() / max(1, watch.depth())
+            ctx.memory_points.append((ctx.footprint["depth_10k"], ctx.footprint["rss_10k"]))
+
+        # The central returns; alerts are pressed while the backlog drains.
+        back = time.time()
+        central.start()
+        healthy = time.time()
+        done = threading.Event()
+        measured: dict[str, Any] = {}
+
+        def press_during_drain() -> None:
+            try:
+                measured["central"], _ = probe(ctx, central, None, broker.port, 100_000,
+                                               alert_rate, stop_when=done)
+            except Exception as exc:
+                measured["error"] = f"{type(exc).__name__}: {exc}"
+
+        # Presses start as soon as the central is back, and go on until the backlog is gone.
+        presser = threading.Thread(target=press_during_drain, daemon=True)
+        presser.start()
+        wait_until(lambda: watch.logs() < held, 120, "the drain to begin", interval=0.005)
+        wait_until(lambda: watch.logs() == 0, 600, "the backlog to drain", interval=0.01)
+        emptied = time.time()
+        done.set()
+        presser.join(90)
+        first_arrival = _first_arrival(central, seen_before)
+        watch.close()
+    if "central" not in measured:
+        raise BenchError(f"alerts during the drain: {measured.get('error', 'not measured')}")
+    noop: float | str = "skipped (--quick)"
+    if not ctx.quick:
+        try:
+            noop = drain_to_receiver(ctx, backlog)["rate"]
+        except Exception as exc:
+            noop = f"{type(exc).__name__}: {exc}"
+    ctx.latencies["alert -> central, during drain"] = measured["central"]
+    return {
+        "backlog": held,
+        "buffer_rate": backlog / buffered_in,
+        "resume_delay": first_arrival - healthy,
+        "central_restart": healthy - back,
+        "drain_rate": held / (emptied - first_arrival),
+        "drain_seconds": emptied - first_arrival,
+        "noop_drain_rate": noop,
+        "alerts": percentiles(measured["central"]),
+    }
+
+
+def drain_to_receiver(ctx: Context, backlog: int) -> dict[str, Any]:
+    """The gateway's own drain capacity: the same backlog (written straight into the outbox),
+    drained to the no-op receiver instead of the reference central."""
+    folder = ctx.folder("drain-noop")
+    broker = Broker(folder / "broker")
+    broker.start()
+    receiver = Receiver(folder / "receiver", GATEWAY_KEY, GATEWAY_ID)
+    gateway = make_gateway(folder / "gateway", broker.port, receiver.url)
+    gateway.data_dir.mkdir(parents=True, exist_ok=True)
+    fill_outbox(gateway.data_dir / OUTBOX_FILE, backlog, ctx.tag("n"))
+    with running(broker, receiver, gateway):
+        receiver.start()
+        watch = outbox_of(gateway)
+        start_timed(gateway)
+        wait_until(lambda: watch.depth() < backlog, 60, "the drain to begin", interval=0.005)
+        wait_until(lambda: watch.depth() == 0, 300, "the backlog to drain", interval=0.01)
+        emptied = time.time()
+        stats = receiver.stats()
+        watch.close()
+    return {"backlog": backlog, "rate": backlog / (emptied - stats["first"])}
+
+
+def _first_arrival(central: Central, after: int) -> float:
+    """When the central stored the first backlog log after its return (its clock)."""
+    answer = get_json(f"{central.url}/v1/events?after={after}&limit=1&type=button.status",
+                      token=ADMIN_TOKEN)
+    if not answer or not answer.get("events"):
+        raise BenchError("the central holds nothing from after the outage")
+    return float(answer["events"][0]["arrived_at"])
+
+
+# -- 4. footprint ------------------------------------------------------------------------------
+
+
+class Prebuilt:
+    """What Outbox.put needs of an event, with its JSON made by formatting, not encoding."""
+
+    __slots__ = ("body", "id")
+    is_alert = False
+
+    def __init__(self, event_id: str, body: bytes) -> None:
+        self.id = event_id
+        self.body = body
+
+    def encode(self) -> bytes:
+        return self.body
+
+
+def fill_outbox(path: Path, count: int, tag: str, batch: int = 20_000) -> float:
+    """Write `count` heartbeat logs straight into a stopped gateway's outbox, in big
+    transactions; returns seconds taken. Bodies have the shape and size the gateway gives."""
+    from bench.load import status_line, status_topic
+    from edge.events import event_id, now
+    from edge.messages import parse_message
+    from edge.outbox import Outbox
+    from edge.rules import make_event
+
+    topic = status_topic(f"{tag}-fill")
+    sample = parse_message("mashang/v1", topic, status_line(123456789).encode(), now())
+    template = make_event(sample, "log", "button.status", "low").encode().decode()
+    head, tail = template.split(sample.identity_key().split("seq=")[1], 1)
+    head = head.replace(json.loads(template)["id"], "\0id\0")
+    started = time.monotonic()
+    outbox = Outbox(path, max_bytes=1 << 40, log_ttl=30 * 24 * 3600.0)
+    try:
+        for first in range(0, count, batch):
+            rows = []
+            for seq in range(first, min(count, first + batch)):
+                ident = event_id(f"{topic}\nseq={seq}", "message")
+                rows.append(Prebuilt(ident, f"{head.replace(chr(0) + 'id' + chr(0), ident)}"
+                                            f"{seq}{tail}".encode()))
+            outbox.put(rows)
+    finally:
+        outbox.close()
+    return time.monotonic() - started
+
+
+def settle_rss(pid: int, seconds: float) -> int:
+    time.sleep(seconds)
+    return rss_bytes(pid)
+
+
+def figure_footprint(ctx: Context) -> dict[str, Any]:
+    if ctx.quick and "rss_10k" in ctx.footprint:
+        results = dict(ctx.footprint)
+        rss = [results["rss_idle"], results["rss_10k"]]
+        results.update(rss_max=max(rss), rss_spread=max(rss) - min(rss), shared=True)
+        return results
+    folder = ctx.folder("footprint")
+    broker = Broker(folder / "broker")
+    broker.start()
+    central = procs.start_central(folder / "central")
+    gateway = make_gateway(folder / "gateway", broker.port, central.url)
+    results: dict[str, Any] = {}
+    with running(broker, central, gateway):
+        starts = []
+        for _ in range(1 if ctx.quick else 3):
+            starts.append(start_timed(gateway))
+            if len(starts) < (1 if ctx.quick else 3):
+                gateway.terminate()
+        results["start_ready"] = statistics.median(starts)
+        results["start_runs"] = starts
+        pid = gateway.proc.pid
+        watch = outbox_of(gateway)
+        wait_until(lambda: watch.depth() == 0, 30, "the start-up events to leave")
+        results["rss_idle"] = settle_rss(pid, 3.0)
+        results["cpu_idle"] = procs.cpu_share(pid, 5.0 if ctx.quick else 10.0)
+        results["cpu_window"] = 5.0 if ctx.quick else 10.0
+        ctx.memory_points.append((0, results["rss_idle"]))
+
+        # 10,000 buffered: the central goes away, devices keep talking.
+        central.terminate()
+        publishers = Publishers(folder / "load", broker.port, 10_000, ctx.tag("f"))
+        publishers.start()
+        wait_until(lambda: watch.depth() >= 10_000, 120, "10,000 buffered events")
+        publishers.wait()
+        results["rss_10k"] = settle_rss(pid, 3.0)
+        results["depth_10k"] = watch.depth()
+        results["bytes_per_event_10k"] = watch.used_bytes() / max(1, watch.depth())
+        ctx.memory_points.append((results["depth_10k"], results["rss_10k"]))
+
+        if not ctx.quick:
+            gateway.terminate()
+            watch.close()
+            target = 1_000_000
+            results["fill_seconds"] = fill_outbox(
+                gateway.data_dir / OUTBOX_FILE, target - results["depth_10k"], ctx.tag("m"))
+            results["start_ready_1m"] = start_timed(gateway)
+            pid = gateway.proc.pid
+            results["rss_1m"] = settle_rss(pid, 5.0)
+            results["depth_1m"] = watch.depth()
+            results["bytes_per_event_1m"] = watch.used_bytes() / max(1, watch.depth())
+            results["cpu_1m"] = procs.cpu_share(pid, 5.0)
+            ctx.memory_points.append((results["depth_1m"], results["rss_1m"]))
+        watch.close()
+    rss = [results["rss_idle"], results["rss_10k"]] + ([results["rss_1m"]]
+                                                        if "rss_1m" in results else [])
+    results["rss_max"] = max(rss)
+    results["rss_spread"] = max(rss) - min(rss)
+    return results
+
+
+# -- 5. the peer -------------------------------------------------------------------------------
+
+
+def _e2e(ctx: Context, receiver: Receiver, broker_port: int, pid: int, key: str,
+         total: int) -> dict[str, Any]:
+    """Publish `total` heartbeats with the bulk publishers; events/s reaching the receiver."""
+    receiver.reset()
+    folder = ctx.folder("e2e")
+    publishers = Publishers(folder, broker_port, total, ctx.tag("e"))
+    started = publishers.start()
+    peak = 0
+    deadline = time.monotonic() + (120 if ctx.quick else 600)
+    last_count, last_change = 0, time.monotonic()
+    while True:
+        stats = receiver.stats()
+        peak = max(peak, rss_bytes(pid))
+        if stats[key] >= total:
+            break
+        if stats[key] != last_count:
+            last_count, last_change = stats[key], time.monotonic()
+        # A peer that has stopped delivering (requests failed, nothing queued) is done.
+        if time.monotonic() > deadline or time.monotonic() - last_change > 30:
+            break
+        time.sleep(0.05)
+    publishers.wait()
+    delivered = stats[key]
+    elapsed = (stats["last"] or time.time()) - started
+    return {"rate": delivered / elapsed, "delivered": delivered, "sent": total,
+            "peak_rss": peak}
+
+
+def _outage(ctx: Context, receiver: Receiver, broker_port: int, key: str, rate: float,
+            before: float, outage: float, after: float) -> dict[str, Any]:
+    """Heartbeats at `rate` while the receiver goes away for `outage` seconds; how many never
+    arrive (waiting up to 60 s after for stragglers)."""
+    from bench.load import PacedPublisher
+
+    receiver.reset()
+    paced = PacedPublisher(broker_port, rate, ctx.tag("o"))
+    paced.start()
+    time.sleep(before)
+    receiver.refuse()
+    time.sleep(outage)
+    receiver.recover()
+    time.sleep(after)
+    sent = paced.stop()
+    deadline = time.monotonic() + 60
+    last, still = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        count = receiver.stats()[key]
+        if count >= sent:
+            break
+        if count != last:
+            last, still = count, time.monotonic()
+        elif time.monotonic() - still > 5:
+            break
+        time.sleep(0.2)
+    delivered = receiver.stats()[key]
+    return {"sent": sent, "delivered": delivered, "lost": max(0, sent - delivered)}
+
+
+def _peer_process(ctx: Context, name: str, folder: Path, broker: Broker, receiver: Receiver):
+    if name == "ours":
+        gateway = make_gateway(folder / "gateway", broker.port, receiver.url)
+        start_timed(gateway)
+        return gateway
+    node_red = NodeRed(folder, broker.port, receiver.url)
+    node_red.start()
+    return node_red
+
+
+def figure_peer(ctx: Context) -> dict[str, Any]:
+    """Ours and Node-RED, each on a fresh broker and receiver: a burst of heartbeats from the
+    same publishers, then (on a fresh start) a steady stream across a receiver outage."""
+    total = 10_000
+    rate, before, outage, after = 200.0, 5.0, 10.0, 5.0
+    results: dict[str, Any] = {"messages": total, "outage": outage, "outage_rate": rate}
+    for name in ("ours", "node-red"):
+        key = "ingest_events" if name == "ours" else "peer_events"
+        measured: dict[str, Any] = {}
+        for part in ("burst", "outage"):
+            folder = ctx.folder(f"{name}-{part}")
+            broker = Broker(folder / "broker")
+            broker.start()
+            receiver = Receiver(folder / "receiver", GATEWAY_KEY, GATEWAY_ID)
+            receiver.start()
+            peer = None
+            try:
+                peer = _peer_process(ctx, name, folder, broker, receiver)
+                if isinstance(peer, NodeRed):
+                    results["node_red_version"] = peer.version()
+                time.sleep(2.0)
+                pid = peer.proc.pid
+                if part == "burst":
+                    measured["idle_rss"] = rss_bytes(pid)
+                    measured.update(_e2e(ctx, receiver, broker.port, pid, key, total))
+                else:
+                    measured["outage"] = _outage(ctx, receiver, broker.port, key, rate,
+                                                 before, outage, after)
+            finally:
+                for process in (peer, receiver, broker):
+                    stop(process)
+        results[name] = measured
+    return results

@@ -1,0 +1,155 @@
+"""Webhooks as the robots expect them: WeCom's markdown message, DingTalk's markdown message
+posted to a URL signed with its timestamp, generic JSON; retried with backoff; every attempt
+recorded with its status."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import hmac
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote_plus
+
+import pytest
+
+from tests.console_support import (
+    REGISTRY,
+    WebhookReceiver,
+    alert_detail,
+    ingest,
+    press,
+    start_central,
+    steps,
+    wait_alert,
+)
+from tests.support import Central, wait_for
+
+DINGTALK_SECRET = "SEC0123456789abcdef"
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver(
+        script={
+            "/flaky": [(503, {"error": "busy"}), (500, {"error": "oops"})],
+            "/gone": [(404, {"error": "no such hook"})],
+            # WeCom's rate limit is an HTTP 200 with a non-zero errcode.
+            "/zhao-robot": [(200, {"errcode": 45009, "errmsg": "api freq out of limit"})],
+        }
+    )
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture
+def central(tmp_path: Path, receiver: WebhookReceiver) -> Iterator[Central]:
+    url = receiver.url
+    registry = copy.deepcopy(REGISTRY)
+    zhao = next(b for b in registry["butlers"] if b["id"] == "b-zhao")
+    zhao["webhooks"] = [f"{url}/zhao-robot?key=zhao-key"]
+    extra = (
+        "[notify]\nattempts = 4\nbackoff_min = 0.05\nbackoff_max = 0.4\n"
+        f'[[webhooks]]\nurl = "{url}/cgi-bin/webhook/send?key=wecom-key"\nformat = "wecom"\n'
+        'to = ["butler:b-wang"]\n'
+        f'[[webhooks]]\nurl = "{url}/robot/send?access_token=ding-token"\nformat = "dingtalk"\n'
+        f'secret = "{DINGTALK_SECRET}"\nto = "butler:b-wang"\n'
+        f'[[webhooks]]\nurl = "{url}/flaky"\nto = ["duty"]\n'
+        f'[[webhooks]]\nurl = "{url}/gone"\nto = ["duty"]\n'
+        # Describes the URL in b-zhao's registry entry: it is a WeCom robot.
+        f'[[webhooks]]\nurl = "{url}/zhao-robot?key=zhao-key"\nformat = "wecom"\n'
+    )
+    central = start_central(tmp_path / "central", registry=registry, extra=extra)
+    yield central
+    central.kill()
+
+
+def deliveries(central: Central, alert_id: str, path: str) -> list[dict]:
+    return [d for d in alert_detail(central, alert_id)["deliveries"] if d["url"].endswith(path)]
+
+
+def test_wecom_and_dingtalk_robots_get_their_own_formats(
+    central: Central, receiver: WebhookReceiver
+) -> None:
+    ingest(central, [press("btn-0007", "g-1", action="long")])
+    [wecom] = wait_for(lambda: receiver.at("/cgi-bin/webhook/send"), what="the WeCom robot")
+    [ding] = wait_for(lambda: receiver.at("/robot/send"), what="the DingTalk robot")
+
+    assert wecom.query == {"key": "wecom-key"}
+    assert set(wecom.body) == {"msgtype", "markdown"} and wecom.body["msgtype"] == "markdown"
+    assert set(wecom.body["markdown"]) == {"content"}
+    content = wecom.body["markdown"]["content"]
+    for fact in ("张秀英", "3号楼", "1201", "13900000007", "危急", "长按"):
+        assert fact in content
+
+    assert set(ding.body) == {"msgtype", "markdown"} and ding.body["msgtype"] == "markdown"
+    assert set(ding.body["markdown"]) == {"title", "text"}
+    assert "张秀英" in ding.body["markdown"]["title"]
+    assert "13900000007" in ding.body["markdown"]["text"]
+    # DingTalk's 加签: timestamp in ms, sign = urlencode(base64(HMAC-SHA256(secret, ts\nsecret))).
+    assert set(ding.query) == {"access_token", "timestamp", "sign"}
+    assert ding.query["access_token"] == "ding-token"
+    timestamp = int(ding.query["timestamp"])
+    assert abs(timestamp - time.time() * 1000) < 3600 * 1000  # DingTalk's own tolerance
+    expected = base64.b64encode(
+        hmac.new(
+            DINGTALK_SECRET.encode(), f"{timestamp}\n{DINGTALK_SECRET}".encode(), hashlib.sha256
+        ).digest()
+    ).decode()
+    assert ding.query["sign"] == expected
+    assert f"sign={quote_plus(expected)}" in ding.raw_query
+
+    alert = wait_alert(central, "btn-0007", lambda a: a["state"] == "notified")
+    recorded = alert_detail(central, alert["id"])["deliveries"]
+    assert sorted((d["format"], d["attempt"], d["status"], d["outcome"]) for d in recorded) == [
+        ("dingtalk", 1, 200, "delivered"),
+        ("wecom", 1, 200, "delivered"),
+    ]
+    # Robot keys and tokens are credentials: the record keeps the URL without its query.
+    assert all("key" not in d["url"] and "token" not in d["url"] for d in recorded)
+    reached = steps(central, alert["id"], "notified")
+    assert {s["who"] for s in reached} == {"butler:b-wang"}
+
+
+def test_failed_deliveries_are_retried_with_backoff_and_recorded(
+    central: Central, receiver: WebhookReceiver
+) -> None:
+    ingest(central, [press("btn-9999", "g-9")])  # unregistered: the duty contact's hooks
+    alert = wait_alert(central, "btn-9999")
+    flaky = wait_for(
+        lambda: (found := deliveries(central, alert["id"], "/flaky")) and len(found) == 3 and found,
+        what="three attempts at /flaky",
+    )
+    assert [(d["attempt"], d["status"], d["outcome"]) for d in flaky] == [
+        (1, 503, "retry"),
+        (2, 500, "retry"),
+        (3, 200, "delivered"),
+    ]
+    first_wait, second_wait = flaky[0]["retry_in"], flaky[1]["retry_in"]
+    assert 0 < first_wait <= second_wait and flaky[2]["retry_in"] is None
+    assert len(receiver.at("/flaky")) == 3
+    body = receiver.at("/flaky")[-1].body
+    assert body["event"] == "alert.raised" and body["target"] == "duty"
+    assert body["alert"]["device_id"] == "btn-9999" and body["alert"]["data"]["unregistered"]
+
+    # A 404 is final: one attempt, recorded as failed.
+    [gone] = wait_for(lambda: deliveries(central, alert["id"], "/gone"), what="the /gone attempt")
+    assert (gone["attempt"], gone["status"], gone["outcome"]) == (1, 404, "failed")
+    assert len(receiver.at("/gone")) == 1
+
+
+def test_a_butlers_own_robot_from_the_registry_is_retried_past_its_rate_limit(
+    central: Central, receiver: WebhookReceiver
+) -> None:
+    ingest(central, [press("btn-0501", "g-5")])
+    alert = wait_alert(central, "btn-0501", lambda a: a["state"] == "notified")
+    attempts = deliveries(central, alert["id"], "/zhao-robot")
+    assert [(d["format"], d["attempt"], d["outcome"]) for d in attempts] == [
+        ("wecom", 1, "retry"),
+        ("wecom", 2, "delivered"),
+    ]
+    assert "45009" in attempts[0]["error"]
+    assert all(item.body["msgtype"] == "markdown" for item in receiver.at("/zhao-robot"))
+    assert "陈建国" in receiver.at("/zhao-robot")[-1].body["markdown"]["content"]
