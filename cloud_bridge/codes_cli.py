@@ -81,7 +81,8 @@ def _run_keygen(args: argparse.Namespace) -> int:
     except IssuingError as error:
         return _fail(error)
     print(f"key {key_id}: private key {args.dir / f'key-{key_id}.pem'} (never leaves this host)")
-    print(f"public keyring {args.dir / KEYRING_FILE}: copy it to every gateway")
+    print(f"public keyring {args.dir / KEYRING_FILE}: send it to the gateways with "
+          f"`mashang registry keys {args.dir / KEYRING_FILE} --config CENTRAL.toml`")
     return 0
 
 

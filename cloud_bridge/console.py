@@ -107,6 +107,8 @@ class Console:
         self._signer = SessionSigner(console_secret(config), settings.session_ttl)
         self._limiter = LoginLimiter(settings.login_attempts, settings.login_window)
         self._secure = settings.secure_cookie
+        # Recording "pushed" is a database write; it must not hold up the next live alert.
+        self._recording: set[asyncio.Task] = set()
 
     # -- who is asking -------------------------------------------------------------------
 
@@ -272,7 +274,7 @@ class Console:
                     break
                 if self._may_see(viewer.account, alert):
                     await self._send(response, "alert", self._view(alert))
-                    await self._pushed(viewer, alert)
+                    self._record_push(viewer, alert)
         except ConnectionResetError:
             pass  # the page went away
         finally:
@@ -286,6 +288,12 @@ class Console:
     async def _pushed(self, viewer: Viewer, alert: Alert) -> None:
         if alert.pushed_at is None:
             await self._engine.pushed(alert.id, viewer.account)
+
+    def _record_push(self, viewer: Viewer, alert: Alert) -> None:
+        """In the background: only the first push of an alert counts, whichever stream."""
+        task = asyncio.create_task(self._pushed(viewer, alert))
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
 
     # -- the page ------------------------------------------------------------------------
 

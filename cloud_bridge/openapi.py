@@ -91,10 +91,11 @@ DOCUMENT: dict[str, Any] = {
                         "central already held under duplicates.",
                         "IngestResult",
                     ),
+                    "400": _error("The body is not JSON."),
                     "401": _error("Missing, bad, stale or replayed signature; unknown gateway."),
                     "403": _error("gateway_id in the body is not the signed gateway."),
                     "413": _error("Body larger than the central accepts: split the batch."),
-                    "422": _error("Not an ingest request (invalid JSON or fields)."),
+                    "422": _error("JSON, but not an ingest request (invalid fields)."),
                 },
             }
         },

@@ -12,6 +12,7 @@ queues `registry.replace` for every gateway; a stopped one does so when it start
 from __future__ import annotations
 
 import argparse
+import base64
 import csv
 import io
 import json
@@ -22,6 +23,7 @@ from pydantic import ValidationError
 
 from cloud_bridge.accounts import DUTY_ACCOUNT
 from cloud_bridge.config import CentralConfig
+from edge.codes import parse_keyring
 from edge.config import describe_errors, load_config
 from edge.registry import Building, Button, Registry, RegistryStore, Resident
 
@@ -55,6 +57,13 @@ def add_registry_parser(subparsers: argparse._SubParsersAction) -> None:
     importing.add_argument("--config", type=Path, required=True, help="the central's TOML")
     importing.set_defaults(func=_run_import)
 
+    keys = actions.add_parser(
+        "keys", help="put a code keyring (from `mashang codes keygen`) into the registry"
+    )
+    keys.add_argument("keyring", type=Path, help="keyring.json of the key directory")
+    keys.add_argument("--config", type=Path, required=True, help="the central's TOML")
+    keys.set_defaults(func=_run_keys)
+
     exporting = actions.add_parser("export", help="print the registry")
     exporting.add_argument("--config", type=Path, required=True, help="the central's TOML")
     exporting.add_argument("--format", choices=["json", "csv"], default="json")
@@ -76,6 +85,24 @@ def _run_import(args: argparse.Namespace) -> int:
         f" {len(updated.buildings)} buildings, {len(updated.butlers)} butlers"
         f" → {config.registry_path}"
     )
+    return 0
+
+
+def _run_keys(args: argparse.Namespace) -> int:
+    """The gateways verify codes with these public keys once the registry reaches them; a
+    rotated-out key left out of the keyring makes its codes `unknown_key`."""
+    config = load_config(args.config, CentralConfig)
+    store = RegistryStore(config.registry_path)
+    current = store.load()
+    try:
+        keys = parse_keyring(args.keyring.read_text(encoding="utf-8"))
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"mashang registry keys: {args.keyring}: {exc}", file=sys.stderr)
+        return 1
+    encoded = {key_id: base64.b64encode(raw).decode("ascii") for key_id, raw in keys.items()}
+    store.replace(current.model_copy(update={"code_keys": encoded,
+                                             "version": current.version + 1}))
+    print(f"registry version {current.version + 1}: code keys {sorted(keys)}")
     return 0
 
 

@@ -131,13 +131,14 @@ class Outbox:
         created = time.time()
         rows = [(e.id, ALERT if e.is_alert else LOG, created, e.encode()) for e in events]
         with self._lock:
-            if self._over_cap():
-                self._evict_locked()
-                if self._used_bytes() > self.max_bytes:
-                    raise OutboxFull(
-                        f"outbox holds {self._used_bytes()} bytes, cap {self.max_bytes}"
-                    )
             try:
+                # The eviction too can meet a full disk (tests/test_full_disk.py).
+                if self._over_cap():
+                    self._evict_locked()
+                    if self._used_bytes() > self.max_bytes:
+                        raise OutboxFull(
+                            f"outbox holds {self._used_bytes()} bytes, cap {self.max_bytes}"
+                        )
                 return self._transaction(lambda db: db.executemany(INSERT, rows).rowcount)
             except sqlite3.OperationalError as exc:
                 if "full" in str(exc):
@@ -179,24 +180,19 @@ class Outbox:
                 used = self._used_bytes()
                 per_event = max(1, used // (depth[ALERT].events + depth[LOG].events))
                 count = min(depth[LOG].events, excess // per_event + 1)
-                dropped += db.execute(
-                    "DELETE FROM outbox WHERE seq IN"
-                    " (SELECT seq FROM outbox WHERE class = 1 ORDER BY seq LIMIT ?)",
+                dropped += delete_logs(
+                    db, "seq IN (SELECT seq FROM outbox WHERE class = 1 ORDER BY seq LIMIT ?)",
                     (count,),
-                ).rowcount
-            if dropped:
-                notice = evicted_event("disk_cap", dropped)
-                db.execute(INSERT, (notice.id, LOG, time.time(), notice.encode()))
+                )
+            record_eviction(db, "disk_cap", dropped)
             return dropped
 
         return self._transaction(drop)
 
     def _drop_logs(self, reason: str, where: str, params: tuple) -> int:
         def drop(db: sqlite3.Connection) -> int:
-            dropped = db.execute(f"DELETE FROM outbox WHERE class = 1 AND {where}", params).rowcount
-            if dropped:
-                notice = evicted_event(reason, dropped)
-                db.execute(INSERT, (notice.id, LOG, time.time(), notice.encode()))
+            dropped = delete_logs(db, where, params)
+            record_eviction(db, reason, dropped)
             return dropped
 
         return self._transaction(drop)
@@ -292,13 +288,34 @@ class Outbox:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             result = work(self._db)
+            self._db.execute("COMMIT")
         except BaseException:
-            # SQLite may already have rolled back by itself (on SQLITE_FULL, for one).
+            # SQLite may already have rolled back by itself (on SQLITE_FULL, for one), and a
+            # COMMIT that failed on a full disk leaves the transaction open: close it, or the
+            # next BEGIN fails for good (tests/test_full_disk.py).
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
         return result
+
+
+def delete_logs(db: sqlite3.Connection, where: str, params: tuple) -> int:
+    """Delete the logs matching `where`; returns how many events that loses. An earlier
+    gateway.evicted notice among them counts for the events it stood for, so the central's
+    tally of what was lost stays whole however often notices are evicted in turn."""
+    notices, carried = db.execute(
+        "SELECT count(*), coalesce(sum(json_extract(body, '$.data.count')), 0) FROM outbox"
+        f" WHERE class = 1 AND {where} AND json_extract(body, '$.type') = 'gateway.evicted'",
+        params,
+    ).fetchone()
+    deleted = db.execute(f"DELETE FROM outbox WHERE class = 1 AND {where}", params).rowcount
+    return deleted - notices + carried
+
+
+def record_eviction(db: sqlite3.Connection, reason: str, count: int) -> None:
+    if count:
+        notice = evicted_event(reason, count)
+        db.execute(INSERT, (notice.id, LOG, time.time(), notice.encode()))
 
 
 def evicted_event(reason: str, count: int) -> Event:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 
 import aiohttp
@@ -160,9 +161,9 @@ class Uplink:
                 # Deleted while the next batch is leased and posted (its rows stay leased until
                 # then, so they are not sent again): a drain does not wait for each fsync.
                 await self._settle_log_ack()
-                self._log_ack = asyncio.ensure_future(asyncio.to_thread(self._outbox.ack, seqs))
+                self._log_ack = asyncio.ensure_future(self._ack(seqs))
             else:
-                await asyncio.to_thread(self._outbox.ack, seqs)
+                await self._ack(seqs)
             self.sent[klass] += len(batch)
             return
         if status in PERMANENT:
@@ -188,6 +189,17 @@ class Uplink:
                 reason,
             )
         raise Transient(f"HTTP {status} {reason}".strip(), retry_after)
+
+    async def _ack(self, seqs: list[int]) -> None:
+        """Delete what the central confirmed. A full disk can refuse even a DELETE: the events
+        are then released, to go again (the central answers duplicates) once the outbox can
+        let them go; raising anything else here ended the sender for good, silently
+        (found by tests/test_full_disk.py)."""
+        try:
+            await asyncio.to_thread(self._outbox.ack, seqs)
+        except sqlite3.OperationalError as exc:
+            self._outbox.release(seqs)
+            raise Transient(f"outbox could not let delivered events go: {exc}") from exc
 
     async def _settle_log_ack(self) -> None:
         """Wait for the previous log batch's delete (raising what it raised)."""

@@ -36,7 +36,10 @@ class FeedbackLog:
 
     def __call__(self, device_id: str, feedback: dict) -> None:  # SimulatedButton's on_feedback
         item = Feedback(
-            device_id, feedback.get("alert_id"), feedback.get("state"), feedback.get("by"),
+            device_id,
+            feedback.get("alert_id"),
+            feedback.get("state"),
+            feedback.get("by"),
             time.time(),
         )
         with self._lock:

@@ -59,8 +59,9 @@ def test_messages_queued_in_the_broker_survive_its_restart(broker, central, make
     assert gateway.proc is not None
     os.kill(gateway.proc.pid, signal.SIGSTOP)
     try:
-        published = time.time()
         queued = publish_presses(broker, devices, range(50, 200), tmp_path)
+        # Every publisher has its PUBACKs: the next save of the broker's state holds them all.
+        published = time.time()
         # Mosquitto writes its state every autosave_interval: wait until it has these too.
         database = broker.folder / "mosquitto.db"
         wait_for(

@@ -126,14 +126,13 @@ def kill_when_wal_grows(gateway: Gateway, wal: Path, limit: float = 10.0) -> boo
     return True
 
 
-def test_sigkill_at_any_moment_loses_nothing_and_doubles_nothing(tmp_path: Path, broker, central,
+def test_sigkill_at_any_moment_loses_nothing_and_doubles_nothing(broker, central, make_gateway,
                                                                 capsys):
     seed = int(os.environ.get("MASHANG_CRASH_SEED", random.randrange(2**32)))
     rng = random.Random(seed)
     kills: Counter[str] = Counter()
     with CentralProxy(central.url) as proxy:
-        gateway = Gateway(tmp_path / "gateway", broker.port, proxy.url,
-                          sections={"rules": "guard_window = 5.0"})
+        gateway = make_gateway(proxy.url, sections={"rules": "guard_window = 5.0"})
         outbox = gateway.data_dir / OUTBOX_FILE
         wal = outbox.with_name(OUTBOX_FILE + "-wal")
         gateway.start()  # the broker keeps a session for it from now on

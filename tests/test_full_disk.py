@@ -2,8 +2,8 @@
 
 The gateway's data folder lives on a small tmpfs mounted for the test (run as root), with a
 ballast file eating most of it, the way a chatty process fills an SD card. Where mounting is not
-permitted, the test falls back to the configured cap (`outbox.max_bytes`) on the ordinary disk;
-it prints which one ran.
+permitted (or with MASHANG_FULL_DISK=cap), the test falls back to the configured cap
+(`outbox.max_bytes`) on the ordinary disk; it prints which one ran.
 
 With the central unreachable, so that everything stays in the outbox:
 
@@ -21,6 +21,7 @@ scans that survived are the newest ones, and the outbox file passes `PRAGMA inte
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ import pytest
 from edge.gateway import OUTBOX_FILE
 from tests.crash_checker import Published, expected_id, integrity
 from tests.receiver import Receiver
-from tests.support import Gateway, device_topic, mosquitto_pub, set_option, wait_for
+from tests.support import device_topic, mosquitto_pub, set_option, wait_for
 
 MiB = 1024 * 1024
 PAD = "x" * 4000
@@ -69,7 +70,8 @@ def try_mount(mountpoint: Path, size: str) -> bool:
 @pytest.fixture
 def place(tmp_path: Path, capsys) -> Iterator[Place]:
     mountpoint = tmp_path / "disk"
-    if try_mount(mountpoint, "64m"):
+    forced_cap = os.environ.get("MASHANG_FULL_DISK") == "cap"
+    if not forced_cap and try_mount(mountpoint, "64m"):
         try:
             ballast = mountpoint / "ballast"
             # Leave 24 MiB: after the outbox's 8 MiB reserve and its WAL, about 12 MiB of logs.
@@ -116,11 +118,12 @@ def stored_ids(outbox: Path) -> set[str]:
         db.close()
 
 
-def test_logs_make_room_then_mqtt_waits_until_space_returns(place: Place, broker, tmp_path):
+def test_logs_make_room_then_mqtt_waits_until_space_returns(place: Place, broker, make_gateway,
+                                                             tmp_path):
     with Receiver() as receiver:
         receiver.refuse()
         # Its log and config stay off the full place: only the data folder lives there.
-        gateway = Gateway(tmp_path / "gw", broker.port, receiver.url)
+        gateway = make_gateway(receiver.url)
         set_option(gateway.config, "outbox", "max_bytes", str(place.max_bytes))
         gateway.data_dir = place.data_dir
         config = gateway.config.read_text().replace(

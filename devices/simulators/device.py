@@ -29,6 +29,7 @@ class SimulatedDevice:
         self.seq = 0
         self._on_feedback = on_feedback
         self._connected = threading.Event()
+        self._stopped = False
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"sim-{device_id}")
         self._client.will_set(
             f"{self.base}/status", json.dumps({"state": "offline"}), qos=1, retain=True
@@ -44,7 +45,11 @@ class SimulatedDevice:
         self.status("online")
 
     def stop(self, *, clean: bool = True) -> None:
-        """clean=False drops the connection without a goodbye, so the broker sends the will."""
+        """clean=False drops the connection without a goodbye, so the broker sends the will.
+        Stopping a stopped device does nothing."""
+        if self._stopped:
+            return
+        self._stopped = True
         if clean:
             self.status("offline")
             self._client.disconnect()
@@ -56,8 +61,8 @@ class SimulatedDevice:
             sock.close()
 
     def status(self, state: str, **fields) -> dict:
-        """A heartbeat; its timestamp makes each one a message of its own (PROTOCOL §2)."""
-        payload = {"state": state, "ts": self.timestamp(), **fields}
+        """A heartbeat; its seq makes each one a message of its own (PROTOCOL §2)."""
+        payload = {"state": state, "seq": self.next_seq(), "ts": self.timestamp(), **fields}
         self.publish("status", payload, retain=True)
         return payload
 
