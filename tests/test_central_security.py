@@ -24,6 +24,15 @@ GW_B, KEY_B = "gw-b", "key-b-8e3a6c0f51"
 refused: list[str] = []
 
 
+@pytest.fixture(autouse=True)
+def count_refusals(capsys):
+    """Says how many attacks each test saw refused (the counts in docs/reliability.md)."""
+    before = len(refused)
+    yield
+    with capsys.disabled():
+        print(f" [{len(refused) - before} refused at the central]", end="")
+
+
 @pytest.fixture
 def two_gateway_central(tmp_path: Path):
     central = Central(tmp_path / "central")
@@ -137,8 +146,3 @@ def test_a_replayed_request_creates_nothing_even_after_a_restart(two_gateway_cen
     assert stored_ids(central) == before
     refused.append("the same request after a restart of the central")
     assert get_json(f"{central.url}/v1/events?limit=1", token=ADMIN_TOKEN) is not None
-
-
-def test_zz_report_refusals(capsys):
-    with capsys.disabled():
-        print(f"\ncentral refusals: {len(refused)}")

@@ -1,7 +1,8 @@
 """Starting in a bad world: no broker yet, a central that does not resolve, TLS to a private CA.
 
-- Broker down at start-up: the gateway keeps trying, /healthz answers 503 meanwhile, and once
-  the broker starts it connects by itself (no restart) and presses flow.
+- Broker down at start-up: the gateway keeps trying (a listener on the broker's port counts
+  the attempts and hangs up on each), /healthz answers 503 meanwhile, and once the broker
+  starts it connects by itself (no restart) and presses flow.
 - The central's host does not resolve: events are kept in the outbox, the log says which host
   failed and that it retries; once the config points at the right central (and the gateway is
   restarted, as for any config change) every event arrives.
