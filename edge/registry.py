@@ -89,6 +89,8 @@ class Stall(Entry):
         return time.fromisoformat(start), time.fromisoformat(end)
 
     def open_at(self, moment: time) -> bool:
+        # Hours are to the minute: "17:00-23:59" includes 23:59:30.
+        moment = moment.replace(second=0, microsecond=0)
         start, end = self.open_window()
         if start <= end:
             return start <= moment <= end
