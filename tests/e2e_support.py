@@ -88,6 +88,14 @@ def gateway_registry(gateway: Gateway) -> Registry | None:
         return None
 
 
+def synced_gateway(make_gateway, central_url: str, device_ids: list[str]) -> Gateway:
+    """A started gateway that already holds the central's registry with these buttons."""
+    gateway = make_gateway(central_url)
+    gateway.start()
+    wait_gateway_registry(gateway, device_ids)
+    return gateway
+
+
 def wait_gateway_registry(gateway: Gateway, device_ids: list[str], timeout: float = 30.0) -> None:
     """Until the gateway holds the central's registry (sent as `registry.replace` by the
     downlink) with these buttons in it. The gateway writes the file and hands the rules the

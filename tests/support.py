@@ -8,6 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from devices.lab import (  # noqa: F401  (re-exported for the tests)
     ADMIN_TOKEN,
     GATEWAY_ID,
@@ -22,6 +24,22 @@ from devices.lab import (  # noqa: F401  (re-exported for the tests)
     mosquitto_binary,
     wait_for,
 )
+
+
+def refusal_tally(where: str):
+    """(a list each refused attack is appended to, an autouse fixture that prints how many
+    each test saw refused: the counts quoted in docs/reliability.md)."""
+    refused: list[str] = []
+
+    @pytest.fixture(autouse=True)
+    def count_refusals(capsys):
+        before = len(refused)
+        yield
+        with capsys.disabled():
+            print(f" [{len(refused) - before} refused {where}]", end="")
+
+    return refused, count_refusals
+
 
 # -- Publishing and inspection helpers (real clients and the operator's own commands) ------
 

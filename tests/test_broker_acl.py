@@ -25,7 +25,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from tests.secure_broker import Client, SecureBroker, clients
-from tests.support import Gateway, set_option, wait_for
+from tests.support import Gateway, refusal_tally, set_option, wait_for
 
 ROOT = "mashang/v1"
 ACCOUNTS = {
@@ -36,16 +36,7 @@ ACCOUNTS = {
     "zigbee2mqtt": "z2m-pass-e4f0",
 }
 NOT_AUTHORIZED = 135
-refused: list[str] = []
-
-
-@pytest.fixture(autouse=True)
-def count_refusals(capsys):
-    """Says how many attacks each test saw refused (the counts in docs/reliability.md)."""
-    before = len(refused)
-    yield
-    with capsys.disabled():
-        print(f" [{len(refused) - before} refused at the broker]", end="")
+refused, count_refusals = refusal_tally("at the broker")
 
 
 @pytest.fixture

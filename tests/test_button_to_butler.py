@@ -27,7 +27,7 @@ from tests.console_support import (
     start_central,
     wait_alert,
 )
-from tests.e2e_support import ARTIFACTS, FeedbackLog, buttons, wait_gateway_registry
+from tests.e2e_support import ARTIFACTS, FeedbackLog, buttons, synced_gateway
 from tests.support import Broker, Central, Gateway, wait_for
 
 REGISTERED = [button["device_id"] for button in REGISTRY["buttons"]]
@@ -43,10 +43,7 @@ def central(tmp_path: Path) -> Iterator[Central]:
 
 @pytest.fixture
 def gateway(central: Central, make_gateway) -> Gateway:
-    gateway = make_gateway(central.url)
-    gateway.start()
-    wait_gateway_registry(gateway, REGISTERED)
-    return gateway
+    return synced_gateway(make_gateway, central.url, REGISTERED)
 
 
 def central_event(central: Central, device_id: str, event_type: str = "button.press") -> dict:

@@ -17,20 +17,11 @@ from pathlib import Path
 import pytest
 
 from edge.signing import GATEWAY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, signature
-from tests.support import ADMIN_TOKEN, Central, get_json
+from tests.support import ADMIN_TOKEN, Central, get_json, refusal_tally
 
 GW_A, KEY_A = "gw-a", "key-a-4f7c1d2e9b"
 GW_B, KEY_B = "gw-b", "key-b-8e3a6c0f51"
-refused: list[str] = []
-
-
-@pytest.fixture(autouse=True)
-def count_refusals(capsys):
-    """Says how many attacks each test saw refused (the counts in docs/reliability.md)."""
-    before = len(refused)
-    yield
-    with capsys.disabled():
-        print(f" [{len(refused) - before} refused at the central]", end="")
+refused, count_refusals = refusal_tally("at the central")
 
 
 @pytest.fixture

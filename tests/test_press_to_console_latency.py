@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.console_support import ConsoleClient, start_central
-from tests.e2e_support import ARTIFACTS, FeedbackLog, buttons, percentile, wait_gateway_registry
+from tests.e2e_support import ARTIFACTS, FeedbackLog, buttons, percentile, synced_gateway
 from tests.support import Broker, Central, Gateway, wait_for
 
 PRESSES = 50
@@ -54,10 +54,7 @@ def central(tmp_path: Path) -> Iterator[Central]:
 
 @pytest.fixture
 def gateway(central: Central, make_gateway) -> Gateway:
-    gateway = make_gateway(central.url)
-    gateway.start()
-    wait_gateway_registry(gateway, DEVICES)
-    return gateway
+    return synced_gateway(make_gateway, central.url, DEVICES)
 
 
 def ms(seconds: float) -> str:
