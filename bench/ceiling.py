@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge.ingest import subscriptions
+from mashang.topics import subscriptions
 
 
 def main() -> int:

@@ -33,7 +33,7 @@ from bench.procs import (
     wait_until,
 )
 from edge.gateway import OUTBOX_FILE
-from tests.support import (
+from tests.helpers.support import (
     ADMIN_TOKEN,
     GATEWAY_ID,
     GATEWAY_KEY,
@@ -246,7 +246,7 @@ class Console:
     """The butlers' console stream (duty account), when the central has one."""
 
     def __init__(self, central: Central) -> None:
-        from tests.console_support import ConsoleClient  # the console's own test client
+        from tests.helpers.console import ConsoleClient  # the console's own test client
 
         self._client = ConsoleClient(central)
         answer = self._client.login("duty")
@@ -276,7 +276,7 @@ def start_reference_central(folder: Path) -> tuple[Central, str | None]:
     """The reference central, with a duty console account when this central has a console;
     (central, None) or (central, why the console is not measured)."""
     try:
-        from tests.console_support import start_central as start_with_console
+        from tests.helpers.console import start_central as start_with_console
     except ImportError as exc:
         return procs.start_central(folder), f"n/a (console not built yet: {exc})"
     try:
@@ -510,10 +510,10 @@ def fill_outbox(path: Path, count: int, tag: str, batch: int = 20_000) -> float:
     """Write `count` heartbeat logs straight into a stopped gateway's outbox, in big
     transactions; returns seconds taken. Bodies have the shape and size the gateway gives."""
     from bench.load import status_line, status_topic
+    from edge.buffer.outbox import Outbox
     from edge.events import event_id, now
-    from edge.messages import parse_message
-    from edge.outbox import Outbox
-    from edge.rules import make_event
+    from edge.source.messages import parse_message
+    from edge.transform.rules import make_event
 
     topic = status_topic(f"{tag}-fill")
     sample = parse_message("mashang/v1", topic, status_line(123456789).encode(), now())

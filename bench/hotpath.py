@@ -14,12 +14,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from edge.buffer.outbox import Outbox
 from edge.config import RulesSection
 from edge.events import now
-from edge.messages import parse_message
-from edge.outbox import Outbox
-from edge.registry import Registry
-from edge.rules import Rules
+from edge.source.messages import parse_message
+from edge.transform.rules import Rules
+from mashang.registry import Registry
 
 ROOT = "mashang/v1"
 GROUP = 500

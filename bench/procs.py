@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.support import (
+from tests.helpers.support import (
     Central,
     Gateway,
     Process,

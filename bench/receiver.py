@@ -19,7 +19,7 @@ import time
 
 from aiohttp import web
 
-from edge.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, check_signature
+from mashang.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, check_signature
 
 
 class State:

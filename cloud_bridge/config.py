@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
 
-from edge.config import HttpSection, Seconds, Section
+from mashang.config import Listening, Seconds, Section
 
 REGISTRY_FILE = "registry.json"
 DATABASE_FILE = "central.sqlite"
@@ -133,8 +133,8 @@ class CentralConfig(Section):
     visits: VisitsSection = VisitsSection()
 
     @property
-    def http(self) -> HttpSection:
-        return HttpSection(listen=self.central.listen)
+    def http(self) -> Listening:
+        return Listening(listen=self.central.listen)
 
     @property
     def registry_path(self) -> Path:

@@ -9,7 +9,7 @@ import json
 from aiohttp import web
 
 from cloud_bridge.config import CentralConfig
-from edge.signing import GATEWAY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, check_signature
+from mashang.signing import GATEWAY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, check_signature
 
 CONFIG_KEY = web.AppKey("config", CentralConfig)
 

@@ -3,35 +3,18 @@
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Literal
 
-from pydantic import (
-    AnyHttpUrl,
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-    field_validator,
-)
+from pydantic import AnyHttpUrl, Field, SecretStr
 
-from edge.adapters import AdaptersSection
+from edge.source.adapters import AdaptersSection
+from mashang.config import ConfigError, Listening, Seconds, Section
+from mashang.config import load_config as load_any_config
+
+__all__ = ["CENTRAL_KEY_ENV", "ConfigError", "GatewayConfig", "load_config"]
 
 CENTRAL_KEY_ENV = "MASHANG_CENTRAL_KEY"
-
-Seconds = Annotated[float, Field(gt=0)]
-ModelT = TypeVar("ModelT", bound=BaseModel)
-
-
-class ConfigError(Exception):
-    """A configuration file that cannot be used; the message names the key."""
-
-
-class Section(BaseModel):
-    # A misspelt key is an error, not a silently ignored default.
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class GatewaySection(Section):
@@ -79,29 +62,12 @@ class OutboxSection(Section):
     alert_batch_size: int = Field(default=50, ge=1, le=1000)
 
 
-class HttpSection(Section):
-    listen: str = "127.0.0.1:8181"
+class HttpSection(Listening):
     # Unlocks residents' details on the LAN page (HTTP basic auth, any user name).
     page_password: SecretStr | None = None
     # /readyz says "not ready" when the central has not answered for this long (the downlink's
     # long-poll hears from it at least every central.poll_wait seconds).
     ready_central_within: Seconds = 120.0
-
-    @field_validator("listen")
-    @classmethod
-    def _host_and_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError("expected HOST:PORT, for example 127.0.0.1:8181")
-        return value
-
-    @property
-    def host(self) -> str:
-        return self.listen.rpartition(":")[0].strip("[]")
-
-    @property
-    def port(self) -> int:
-        return int(self.listen.rpartition(":")[2])
 
 
 class RulesSection(Section):
@@ -150,32 +116,9 @@ class GatewayConfig(Section):
         return self.central.key.get_secret_value().encode()
 
 
-def describe_errors(error: ValidationError) -> str:
-    """One line per problem, each naming the dotted key, in the words a person needs."""
-    lines = []
-    for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        message = item["msg"]
-        if item["type"] == "extra_forbidden":
-            message = "unknown key (misspelt?)"
-        lines.append(f"{key}: {message}")
-    return "; ".join(lines)
-
-
-def parse_toml(path: Path) -> dict:
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: no such file") from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-
-
-def load_config(path: Path, model: type[ModelT] = GatewayConfig) -> ModelT:  # type: ignore[assignment]
-    try:
-        config = model.model_validate(parse_toml(path))
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: {describe_errors(exc)}") from exc
-    if isinstance(config, GatewayConfig):
-        config.central_key()
+def load_config(path: Path) -> GatewayConfig:
+    """The gateway's configuration, its central key included (from the file or the
+    environment): a gateway that cannot sign its requests must not start."""
+    config = load_any_config(path, GatewayConfig)
+    config.central_key()
     return config

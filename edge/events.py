@@ -1,21 +1,18 @@
-"""The events the gateway creates and sends upstream (PROTOCOL §3), and their identity (§2)."""
+"""The events the gateway creates, as they travel between its stages until encoded for the
+wire (`mashang.wire`, PROTOCOL §3)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
-from typing import Any, Literal
+from typing import Any
 
-Kind = Literal["alert", "log"]
-Priority = Literal["critical", "high", "normal", "low"]
+from mashang.wire import Kind, Priority, event_id
 
-# A fixed namespace: the same message gives the same event id on every gateway run.
-EVENT_NAMESPACE = uuid.UUID("5b0e3c1e-6a57-4c55-9f1e-6d6173686e67")
-_NAMESPACE_BYTES = EVENT_NAMESPACE.bytes
+__all__ = ["Event", "event_id", "isoformat", "now"]
+
 # One encoder for every event: json.dumps with options builds a new one per call.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
 # (valid until, the system's time zone then). Asking the system for its zone is most of the cost
@@ -44,19 +41,6 @@ def isoformat(moment: datetime) -> str:
     if moment.tzinfo is None or moment.tzinfo is not _zone[1]:
         moment = moment.astimezone()
     return moment.isoformat(timespec="milliseconds")
-
-
-def event_id(identity: str, event_type: str) -> str:
-    """Deterministic: a redelivered message yields the same id, so the central sees a duplicate.
-
-    uuid5(EVENT_NAMESPACE, identity + "\\n" + event_type), computed without the UUID object."""
-    digest = bytearray(
-        hashlib.sha1(_NAMESPACE_BYTES + f"{identity}\n{event_type}".encode()).digest()[:16]
-    )
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    text = digest.hex()
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,21 +20,22 @@ from typing import Any
 
 import aiohttp
 
-from edge.central_client import ssl_context
+from edge.buffer.outbox import ALERT
 from edge.config import GatewayConfig
-from edge.downlink import Downlink
+from edge.downlink.feedback import Feedback
+from edge.downlink.poll import Downlink
 from edge.events import Event
-from edge.fallback import Fallback
-from edge.feedback import Feedback
-from edge.ingest import Ingest, Received
-from edge.metrics import CountingOutbox
-from edge.ops import Operations
-from edge.outbox import ALERT
-from edge.pipeline import Pipeline
-from edge.registry import Registry, RegistryStore
-from edge.rules import Rules, gateway_event
-from edge.status import make_status_app, start_site
-from edge.uplink import Uplink
+from edge.ops.http import make_status_app, start_site
+from edge.ops.metrics import CountingOutbox
+from edge.ops.operations import Operations
+from edge.registry_store import RegistryStore
+from edge.sink.central import ssl_context
+from edge.sink.fallback import Fallback
+from edge.sink.uplink import Uplink
+from edge.source.mqtt import Ingest, Received
+from edge.transform.pipeline import Pipeline
+from edge.transform.rules import Rules, gateway_event
+from mashang.registry import Registry
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, sync_playwright
 
-from tests.support import Broker, Central, Gateway
+from tests.helpers.support import Broker, Central, Gateway
 
 
 @pytest.fixture

@@ -10,16 +10,16 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from pydantic import ValidationError
 
-from edge.adapters import (
+from edge.events import event_id
+from edge.source.adapters import (
     AdaptersSection,
     RepeatFilter,
     adapter_subscriptions,
     default_device_id,
     translate,
 )
-from edge.events import event_id
-from edge.messages import ButtonPress, DeviceMessage, DeviceStatus
-from tests.support import wait_for
+from edge.source.messages import ButtonPress, DeviceMessage, DeviceStatus
+from tests.helpers.support import wait_for
 
 ROOT = "mashang/v1"
 NOW = datetime(2026, 11, 29, 12, 0, 0, 250000, tzinfo=timezone(timedelta(hours=8)))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.console_support import (
+from tests.helpers.console import (
     REGISTRY,
     ConsoleClient,
     admin_cli,
@@ -26,7 +26,7 @@ from tests.console_support import (
     steps,
     wait_alert,
 )
-from tests.support import Central, wait_for
+from tests.helpers.support import Central, wait_for
 
 
 @pytest.fixture

@@ -24,8 +24,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from tests.secure_broker import Client, SecureBroker, clients
-from tests.support import Gateway, refusal_tally, set_option, wait_for
+from tests.helpers.secure_broker import Client, SecureBroker, clients
+from tests.helpers.support import Gateway, refusal_tally, set_option, wait_for
 
 ROOT = "mashang/v1"
 ACCOUNTS = {

@@ -8,7 +8,7 @@ import os
 import signal
 import time
 
-from tests.support import device_topic, get_json, mosquitto_pub, wait_for
+from tests.helpers.support import device_topic, get_json, mosquitto_pub, wait_for
 
 PRESS_TYPES = {"button.press", "button.repeat"}
 

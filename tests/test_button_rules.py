@@ -14,20 +14,12 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from devices.lab import free_port
 from devices.simulators.buttons import SimulatedButton
 from edge.gateway import REGISTRY_FILE
-from edge.registry import (
-    Building,
-    Butler,
-    Button,
-    Community,
-    Contact,
-    Registry,
-    RegistryStore,
-    Resident,
-)
-from tests.support import get_json, wait_for
+from edge.registry_store import RegistryStore
+from lab.processes import free_port
+from mashang.registry import Building, Butler, Button, Community, Contact, Registry, Resident
+from tests.helpers.support import get_json, wait_for
 
 REGISTRY = Registry(
     version=1,

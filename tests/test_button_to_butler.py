@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, expect
 
-from tests.console_support import (
+from tests.helpers.console import (
     PASSWORD,
     REGISTRY,
     ConsoleClient,
@@ -27,8 +27,8 @@ from tests.console_support import (
     start_central,
     wait_alert,
 )
-from tests.e2e_support import ARTIFACTS, FeedbackLog, buttons, synced_gateway
-from tests.support import Broker, Central, Gateway, wait_for
+from tests.helpers.e2e import ARTIFACTS, FeedbackLog, buttons, synced_gateway
+from tests.helpers.support import Broker, Central, Gateway, wait_for
 
 REGISTERED = [button["device_id"] for button in REGISTRY["buttons"]]
 UNKNOWN = "btn-9999"

@@ -11,8 +11,8 @@ import uuid
 
 import pytest
 
-from edge.signing import GATEWAY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, signature
-from tests.support import ADMIN_TOKEN, GATEWAY_ID, GATEWAY_KEY
+from mashang.signing import GATEWAY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, signature
+from tests.helpers.support import ADMIN_TOKEN, GATEWAY_ID, GATEWAY_KEY
 
 
 def http(url: str, body: bytes | None = None, headers: dict | None = None) -> tuple[int, dict]:

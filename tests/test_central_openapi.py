@@ -28,9 +28,9 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import ignored_auth, negative_data_rejection
 
-from cloud_bridge.openapi import DOCUMENT
-from edge.signing import signed_headers
-from tests.support import ADMIN_TOKEN, GATEWAY_ID, GATEWAY_KEY, Central, get_json
+from cloud_bridge.receiver.openapi import DOCUMENT
+from mashang.signing import signed_headers
+from tests.helpers.support import ADMIN_TOKEN, GATEWAY_ID, GATEWAY_KEY, Central, get_json
 
 EXAMPLES = int(os.environ.get("MASHANG_API_EXAMPLES", "30"))
 TIMEOUT = 30

@@ -22,8 +22,8 @@ import zxingcpp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from PIL import Image
 
-from cloud_bridge.codes_cli import add_codes_parser
-from cloud_bridge.issuing import (
+from cloud_bridge.issuing.cli import add_parser as add_codes_parser
+from cloud_bridge.issuing.keys import (
     KEYRING_FILE,
     MANIFEST_FILE,
     IssuingError,
@@ -33,7 +33,7 @@ from cloud_bridge.issuing import (
     read_keyring,
     requests_from_csv,
 )
-from cloud_bridge.placards import (
+from cloud_bridge.issuing.placards import (
     FONT_ENV,
     FONT_PACKAGE,
     MAX_QR_VERSION,
@@ -44,7 +44,7 @@ from cloud_bridge.placards import (
     find_cjk_font,
     make_qr,
 )
-from edge.codes import (
+from mashang.codes import (
     EPOCH,
     CodeRejected,
     VerifiedCode,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from edge.config import CENTRAL_KEY_ENV
-from tests.support import GATEWAY_KEY, device_topic, free_port, mashang, publish, wait_for
+from tests.helpers.support import GATEWAY_KEY, device_topic, free_port, mashang, publish, wait_for
 
 GOOD = {
     "gateway": 'id = "gw-test"\ndata_dir = "{data}"',

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, expect
 
-from tests.console_support import (
+from tests.helpers.console import (
     PASSWORD,
     feedback_for,
     ingest,
@@ -19,7 +19,7 @@ from tests.console_support import (
     press,
     start_central,
 )
-from tests.support import Central, wait_for
+from tests.helpers.support import Central, wait_for
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.console_support import (
+from tests.helpers.console import (
     PASSWORD,
     ConsoleClient,
     ingest,
@@ -21,7 +21,7 @@ from tests.console_support import (
     start_central,
     wait_alert,
 )
-from tests.support import Central, wait_for
+from tests.helpers.support import Central, wait_for
 
 RESIDENT_FACTS = ("张秀英", "13900000007", "1201")
 

@@ -38,9 +38,9 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from edge.gateway import OUTBOX_FILE
-from tests.central_proxy import CentralProxy
-from tests.crash_checker import Published, check_exactly_once, integrity
-from tests.support import Gateway, outbox_depth, wait_for
+from tests.helpers.central_proxy import CentralProxy
+from tests.helpers.crash_checker import Published, check_exactly_once, integrity
+from tests.helpers.support import Gateway, outbox_depth, wait_for
 
 ROUNDS = int(os.environ.get("MASHANG_CRASH_ROUNDS", "30"))
 MODES = ["random", "wal_grew", "startup", "before_forward", "after_central", "after_answer"]

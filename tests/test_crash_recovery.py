@@ -9,9 +9,15 @@ import signal
 
 import pytest
 
+from edge.buffer.outbox import Outbox
 from edge.gateway import OUTBOX_FILE
-from edge.outbox import Outbox
-from tests.support import device_topic, mosquitto_pub, outbox_depth, start_mosquitto_pub, wait_for
+from tests.helpers.support import (
+    device_topic,
+    mosquitto_pub,
+    outbox_depth,
+    start_mosquitto_pub,
+    wait_for,
+)
 
 BUTTONS = [f"btn-{n:04d}" for n in range(8)]
 MESSAGES = 2000

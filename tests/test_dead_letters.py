@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from edge.buffer.outbox import Outbox
 from edge.gateway import OUTBOX_FILE
-from edge.outbox import Outbox
-from tests.receiver import Receiver
-from tests.support import (
+from tests.helpers.receiver import Receiver
+from tests.helpers.support import (
     device_topic,
     mosquitto_pub,
     outbox_depth,

@@ -8,14 +8,14 @@ import time
 import uuid
 from datetime import datetime
 
-from edge.signing import (
+from mashang.signing import (
     GATEWAY_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     check_signature,
 )
-from tests.receiver import Receiver
-from tests.support import (
+from tests.helpers.receiver import Receiver
+from tests.helpers.support import (
     GATEWAY_ID,
     GATEWAY_KEY,
     device_topic,

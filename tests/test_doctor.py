@@ -13,15 +13,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from edge.gateway import REGISTRY_FILE
-from edge.registry import (
-    Building,
-    Butler,
-    Button,
-    Registry,
-    RegistryStore,
-    Resident,
-)
-from tests.support import GATEWAY_ID, Gateway, free_port, mashang, set_option
+from edge.registry_store import RegistryStore
+from mashang.registry import Building, Butler, Button, Registry, Resident
+from tests.helpers.support import GATEWAY_ID, Gateway, free_port, mashang, set_option
 
 
 def registry() -> Registry:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.console_support import (
+from tests.helpers.console import (
     ConsoleClient,
     WebhookReceiver,
     alert_detail,
@@ -20,7 +20,7 @@ from tests.console_support import (
     steps,
     wait_alert,
 )
-from tests.support import wait_for
+from tests.helpers.support import wait_for
 
 WANG, LI, DUTY = "butler:b-wang", "butler:b-li", "duty"
 

@@ -30,9 +30,9 @@ from pathlib import Path
 import pytest
 
 from edge.gateway import OUTBOX_FILE
-from tests.crash_checker import Published, expected_id, integrity
-from tests.receiver import Receiver
-from tests.support import device_topic, mosquitto_pub, set_option, wait_for
+from tests.helpers.crash_checker import Published, expected_id, integrity
+from tests.helpers.receiver import Receiver
+from tests.helpers.support import device_topic, mosquitto_pub, set_option, wait_for
 
 MiB = 1024 * 1024
 PAD = "x" * 4000

@@ -2,13 +2,14 @@
 
 Documented behaviour under test:
 
-- `edge.messages.parse_message` never raises: anything it cannot use comes back with a
+- `edge.source.messages.parse_message` never raises: anything it cannot use comes back with a
   `rejection` reason (PROTOCOL §1: invalid messages become `gateway.rejected`, never dropped).
-- `edge.rules.Rules.evaluate` turns every message into at least one event; the first is the
-  message's own event, whose id depends on the message alone (PROTOCOL §2); every event encodes
+- `edge.transform.rules.Rules.evaluate` turns every message into at least one event; the first
+  is the message's own event, whose id depends on the message alone (PROTOCOL §2); every event
+  encodes
   to strict JSON (UTF-8, no NaN/Infinity, bounded nesting) that a central can parse, so that no
   device message can stop the commit thread or park a batch in the dead letters.
-- `edge.codes.verify_code` raises only `CodeRejected`, and never accepts a token that differs
+- `mashang.codes.verify_code` raises only `CodeRejected`, and never accepts a token that differs
   from one the issuer signed.
 
 A smaller batch of generated payloads also goes end to end: real Mosquitto, the real gateway,
@@ -35,7 +36,11 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from edge.codes import (
+from edge.config import RulesSection
+from edge.events import event_id, now
+from edge.source.messages import MAX_PAYLOAD_BYTES, REJECTED_EXCERPT_BYTES, parse_message
+from edge.transform.rules import PRIMARY, Rules
+from mashang.codes import (
     MAX_TEXT_LENGTH,
     REASONS,
     CodeRejected,
@@ -45,12 +50,8 @@ from edge.codes import (
     token_body,
     verify_code,
 )
-from edge.config import RulesSection
-from edge.events import event_id, now
-from edge.messages import MAX_PAYLOAD_BYTES, REJECTED_EXCERPT_BYTES, parse_message
-from edge.registry import Button, Registry, Resident, Scanner, Stall
-from edge.rules import PRIMARY, Rules
-from tests.support import outbox_depth, publish, wait_for
+from mashang.registry import Button, Registry, Resident, Scanner, Stall
+from tests.helpers.support import outbox_depth, publish, wait_for
 
 ROOT = "mashang/v1"
 SCALE = int(os.environ.get("MASHANG_FUZZ_EXAMPLES", "1"))

@@ -9,7 +9,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from tests.support import (
+from tests.helpers.support import (
     Broker,
     Central,
     device_topic,

@@ -8,8 +8,9 @@ import json
 import urllib.request
 
 from edge.gateway import REGISTRY_FILE
-from edge.registry import Building, Butler, Button, Registry, RegistryStore, Resident
-from tests.support import device_topic, free_port, publish, set_option, wait_for
+from edge.registry_store import RegistryStore
+from mashang.registry import Building, Butler, Button, Registry, Resident
+from tests.helpers.support import device_topic, free_port, publish, set_option, wait_for
 
 PASSWORD = "duty-room-4321"
 

@@ -11,10 +11,11 @@ import threading
 
 import paho.mqtt.client as mqtt
 
-from edge import logs
 from edge.gateway import REGISTRY_FILE
-from edge.registry import Building, Butler, Button, Registry, RegistryStore, Resident
-from tests.support import GATEWAY_KEY, device_topic, mashang, publish, set_option, wait_for
+from edge.registry_store import RegistryStore
+from mashang import logs
+from mashang.registry import Building, Butler, Button, Registry, Resident
+from tests.helpers.support import GATEWAY_KEY, device_topic, mashang, publish, set_option, wait_for
 
 PAGE_PASSWORD = "page-password-1234"
 
@@ -158,4 +159,5 @@ def test_sighup_reloads_registry_and_level_without_losing_a_press(broker, centra
     output = gateway.output()
     assert "log level debug" in output
     assert "DEBUG" not in output.split("SIGHUP", 1)[0]
-    assert "DEBUG edge.ops: registered buttons now: btn-reload" in output.split("SIGHUP", 1)[1]
+    after_reload = output.split("SIGHUP", 1)[1]
+    assert "DEBUG edge.ops.operations: registered buttons now: btn-reload" in after_reload

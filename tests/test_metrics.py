@@ -9,8 +9,8 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.receiver import Receiver
-from tests.support import device_topic, mosquitto_pub, publish, set_option, wait_for
+from tests.helpers.receiver import Receiver
+from tests.helpers.support import device_topic, mosquitto_pub, publish, set_option, wait_for
 
 POISONED_SEQ = 7
 

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from tests.receiver import Receiver
-from tests.support import device_topic, mosquitto_pub, outbox_depth, publish, wait_for
+from tests.helpers.receiver import Receiver
+from tests.helpers.support import device_topic, mosquitto_pub, outbox_depth, publish, wait_for
 
 PHASES = ["refused", "http500", "hanging", "slow", "recovered"]
 # Messages published in the phases when nothing can be delivered.

@@ -37,8 +37,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from edge.buffer.outbox import ALERT, LOG, Leased, Outbox, OutboxFull
 from edge.events import Event
-from edge.outbox import ALERT, LOG, Leased, Outbox, OutboxFull
 
 CAP = 64 * 1024
 TTL = 0.05

@@ -10,8 +10,8 @@ import time
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from cloud_bridge.issuing import issue_token
-from tests.console_support import (
+from cloud_bridge.issuing.keys import issue_token
+from tests.helpers.console import (
     REGISTRY,
     admin_get,
     alerts,
@@ -20,7 +20,7 @@ from tests.console_support import (
     request,
     start_central,
 )
-from tests.support import ADMIN_TOKEN, wait_for
+from tests.helpers.support import ADMIN_TOKEN, wait_for
 
 OVERDUE_AFTER = 3.0
 KEY = Ed25519PrivateKey.generate()

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.console_support import ConsoleClient, start_central
-from tests.e2e_support import ARTIFACTS, FeedbackLog, buttons, percentile, synced_gateway
-from tests.support import Broker, Central, Gateway, wait_for
+from tests.helpers.console import ConsoleClient, start_central
+from tests.helpers.e2e import ARTIFACTS, FeedbackLog, buttons, percentile, synced_gateway
+from tests.helpers.support import Broker, Central, Gateway, wait_for
 
 PRESSES = 50
 DEVICES = [f"btn-lat-{n:02d}" for n in range(PRESSES)]

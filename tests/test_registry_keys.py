@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import subprocess
 
-from devices.lab import mashang
-from edge.registry import RegistryStore
+from cloud_bridge.registry.file import RegistryFile
+from lab.processes import mashang
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -18,12 +18,12 @@ def test_keyring_goes_into_the_registry_and_rotation_keeps_old_keys(tmp_path):
     assert run("codes", "keygen", "--dir", str(keys)).returncode == 0
     assert run("registry", "keys", str(keys / "keyring.json"), "--config", str(config)
                ).returncode == 0
-    registry = RegistryStore(tmp_path / "central" / "registry.json").load()
+    registry = RegistryFile(tmp_path / "central" / "registry.json").load()
     assert set(registry.code_keys) == {1}
     assert run("codes", "keygen", "--dir", str(keys)).returncode == 0  # rotation: key 2
     assert run("registry", "keys", str(keys / "keyring.json"), "--config", str(config)
                ).returncode == 0
-    rotated = RegistryStore(tmp_path / "central" / "registry.json").load()
+    rotated = RegistryFile(tmp_path / "central" / "registry.json").load()
     assert set(rotated.code_keys) == {1, 2}
     assert rotated.code_keys[1] == registry.code_keys[1]
     assert rotated.version == registry.version + 1

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from tests.support import device_topic, publish, wait_for
+from tests.helpers.support import device_topic, publish, wait_for
 
 # (device id, payload, words the reason must contain) — one device per kind of bad input.
 BAD_INPUT: list[tuple[str, bytes, list[str]]] = [

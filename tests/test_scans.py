@@ -12,12 +12,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from cloud_bridge.issuing import issue_token
+from cloud_bridge.issuing.keys import issue_token
 from devices.simulators.scanners import SimulatedScanner
-from edge.codes import code_url
 from edge.gateway import REGISTRY_FILE
-from edge.registry import Community, Contact, Household, Registry, RegistryStore, Scanner, Stall
-from tests.support import wait_for
+from edge.registry_store import RegistryStore
+from mashang.codes import code_url
+from mashang.registry import Community, Contact, Household, Registry, Scanner, Stall
+from tests.helpers.support import wait_for
 
 BASE = "HTTPS://M.DDP.CN"
 TODAY = datetime.date.today()

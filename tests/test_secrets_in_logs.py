@@ -22,8 +22,8 @@ import urllib.request
 from http.cookies import SimpleCookie
 from pathlib import Path
 
-from tests.secure_broker import SecureBroker, clients
-from tests.support import (
+from tests.helpers.secure_broker import SecureBroker, clients
+from tests.helpers.support import (
     ADMIN_TOKEN,
     GATEWAY_ID,
     GATEWAY_KEY,

@@ -16,10 +16,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from cloud_bridge.config import StallsSection
-from cloud_bridge.issuing import issue_token
-from cloud_bridge.stalls import StallPages, add_stall_routes
-from cloud_bridge.store import Database
-from edge.registry import Registry, Stall
+from cloud_bridge.issuing.keys import issue_token
+from cloud_bridge.receiver.store import Database
+from cloud_bridge.stalls.pages import StallPages, add_stall_routes
+from mashang.registry import Registry, Stall
 
 KEY = Ed25519PrivateKey.generate()
 EXPIRES = datetime.date.today() + datetime.timedelta(days=30)

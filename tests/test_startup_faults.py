@@ -30,8 +30,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.central_proxy import CentralProxy
-from tests.support import (
+from tests.helpers.central_proxy import CentralProxy
+from tests.helpers.support import (
     Broker,
     Gateway,
     device_topic,

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from edge.gateway import OUTBOX_FILE
-from tests.support import device_topic, publish, wait_for
+from tests.helpers.support import device_topic, publish, wait_for
 
 WATCHDOG_USEC = 1_000_000  # fed every half second
 

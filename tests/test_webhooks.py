@@ -15,7 +15,7 @@ from urllib.parse import quote_plus
 
 import pytest
 
-from tests.console_support import (
+from tests.helpers.console import (
     REGISTRY,
     WebhookReceiver,
     alert_detail,
@@ -25,7 +25,7 @@ from tests.console_support import (
     steps,
     wait_alert,
 )
-from tests.support import Central, wait_for
+from tests.helpers.support import Central, wait_for
 
 DINGTALK_SECRET = "SEC0123456789abcdef"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import random
 import time
 from collections.abc import Callable
@@ -63,3 +64,28 @@ def simulate_scanners(
         scanner.scan(random.choice(codes or SAMPLE_CODES), random.choice(["checkin", "inspect"]))
 
     return run_devices(scanners, scan, rate=rate, duration=duration)
+
+
+def add_parser(subparsers: argparse._SubParsersAction, name: str = "simulate") -> None:
+    simulate = subparsers.add_parser(name, help="simulated devices publishing over MQTT")
+    simulate.add_argument("what", choices=["buttons", "scanners"])
+    simulate.add_argument("--count", type=int, default=10)
+    simulate.add_argument(
+        "--rate", type=float, default=2.0, help="messages per second, all devices"
+    )
+    simulate.add_argument("--duration", type=float, default=10.0, help="seconds")
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--port", type=int, default=1883)
+    simulate.add_argument("--root", default="mashang/v1")
+    simulate.add_argument("--code", action="append", default=[], help="scanned text (repeatable)")
+    simulate.set_defaults(func=cmd_simulate)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    connection = {"host": args.host, "port": args.port, "root": args.root}
+    if args.what == "buttons":
+        sent = simulate_buttons(args.count, args.rate, args.duration, **connection)
+    else:
+        sent = simulate_scanners(args.count, args.rate, args.duration, args.code, **connection)
+    print(f"published {sent} {args.what} messages")
+    return 0

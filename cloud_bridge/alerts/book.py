@@ -1,0 +1,523 @@
+"""Alert lifecycle, GoAlert-like: raised → notified → acknowledged → resolved.
+
+One open alert per button and category: a press for a button whose help alert is open adds to
+its press count (and can raise its priority) instead of paging anyone again. Every step is a
+row of `alert_steps` (alert, step, who, when, detail).
+
+The book reads the event log in order and keeps its cursor in the same transaction as the
+alert changes, so an event stored just before a crash still raises its alert on restart, and
+a duplicate event (never stored twice) never counts twice. Everything here is synchronous
+SQLite work; `dispatch.AlertEngine` runs it off the event loop and acts on what it returns.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+import uuid
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime
+from typing import Any, Literal
+
+from cloud_bridge.commands.queue import enqueue, feedback_command
+from cloud_bridge.config import AlertsSection
+from cloud_bridge.receiver.store import Database
+
+log = logging.getLogger(__name__)
+
+PRIORITIES = ("low", "normal", "high", "critical")
+OPEN_STATES = ("raised", "notified", "acknowledged")
+UNACKNOWLEDGED = ("raised", "notified")
+
+# Who is paged for an alert (see routing.ladder): "butlers" is the building's escalation ladder,
+# "building" its primary butler alone, quietly; "inspection" the street office.
+Route = Literal["butlers", "building", "inspection"]
+
+
+@dataclass(frozen=True)
+class Policy:
+    category: str  # the dedup class: one open alert per (device, category)
+    route: Route
+    escalates: bool
+    feedback: bool  # the button's LED follows this alert (acknowledged, resolved)
+
+
+HELP = Policy("help", "butlers", escalates=True, feedback=True)
+
+# Which events raise or join alerts. Events of any other type are only kept in the log.
+POLICIES: dict[str, Policy] = {
+    "button.press": HELP,
+    "button.repeat": HELP,
+    "button.offline": Policy("offline", "building", escalates=False, feedback=False),
+    "button.battery_low": Policy("battery", "building", escalates=False, feedback=False),
+    # The stall rules (issue 4) live at the gateway; a violation they find goes to the street
+    # office's inspection contact, never to the butlers, and does not escalate.
+    "stall.violation": Policy("stall", "inspection", escalates=False, feedback=False),
+    # Raised by the central itself (cloud_bridge/visits.py): a quiet reminder to the butler.
+    "visit.overdue": Policy("visit", "building", escalates=False, feedback=False),
+}
+BY_CATEGORY = {policy.category: policy for policy in POLICIES.values()}
+# Events that close the open alert of a category for the same device.
+CLOSERS = {"button.online": "offline"}
+HANDLED = tuple(POLICIES) + tuple(CLOSERS)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS alerts (
+    id TEXT PRIMARY KEY,
+    gateway_id TEXT NOT NULL,
+    device_id TEXT,
+    type TEXT NOT NULL,
+    category TEXT NOT NULL,
+    priority TEXT NOT NULL,
+    state TEXT NOT NULL,
+    building TEXT,
+    presses INTEGER NOT NULL,
+    escalations INTEGER NOT NULL,
+    gateway_alert_id TEXT,
+    data TEXT NOT NULL,
+    raised_at REAL NOT NULL,
+    arrived_at REAL NOT NULL,
+    notified_at REAL,
+    pushed_at REAL,
+    acknowledged_at REAL,
+    acknowledged_by TEXT,
+    resolved_at REAL,
+    resolved_by TEXT,
+    next_escalation_at REAL,
+    -- Set while the alert is open, NULL once resolved: the database itself keeps one open
+    -- alert per device and category.
+    open_key TEXT UNIQUE
+);
+CREATE INDEX IF NOT EXISTS alerts_by_building ON alerts (building, raised_at);
+CREATE TABLE IF NOT EXISTS alert_steps (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    alert TEXT NOT NULL,
+    step TEXT NOT NULL,
+    who TEXT,
+    at REAL NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alert_steps_by_alert ON alert_steps (alert, seq);
+CREATE TABLE IF NOT EXISTS alert_feed (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    seq INTEGER NOT NULL
+);
+"""
+
+FEED_CHUNK = 500
+
+
+class LifecycleError(Exception):
+    """An action the alert's state does not allow (acknowledging a resolved alert)."""
+
+
+@dataclass
+class Alert:
+    id: str
+    gateway_id: str
+    device_id: str | None
+    type: str
+    category: str
+    priority: str
+    state: str
+    building: str | None
+    presses: int
+    escalations: int
+    gateway_alert_id: str | None
+    data: dict[str, Any]
+    raised_at: float
+    arrived_at: float
+    notified_at: float | None = None
+    pushed_at: float | None = None
+    acknowledged_at: float | None = None
+    acknowledged_by: str | None = None
+    resolved_at: float | None = None
+    resolved_by: str | None = None
+    next_escalation_at: float | None = None
+
+    @property
+    def policy(self) -> Policy:
+        return BY_CATEGORY[self.category]
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in OPEN_STATES
+
+    def latencies(self) -> dict[str, float | None]:
+        """Seconds from the press reaching the gateway to each later step."""
+
+        def since_raise(moment: float | None) -> float | None:
+            return None if moment is None else round(moment - self.raised_at, 4)
+
+        return {
+            "central": since_raise(self.arrived_at),
+            "notified": since_raise(self.notified_at),
+            "console": since_raise(self.pushed_at),
+            "acknowledged": since_raise(self.acknowledged_at),
+            "resolved": since_raise(self.resolved_at),
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "latency": self.latencies()}
+
+
+COLUMNS = [field.name for field in fields(Alert)]
+SELECT = f"SELECT {', '.join(COLUMNS)} FROM alerts"
+
+
+def from_row(row: tuple) -> Alert:
+    values = dict(zip(COLUMNS, row, strict=True))
+    values["data"] = json.loads(values["data"])
+    return Alert(**values)
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a book operation did, for the engine to act on (publish, page, wake gateways)."""
+
+    alert: Alert
+    step: str
+    feedback_to: str | None = None  # a gateway for which a feedback command was queued
+
+
+def rank(priority: str) -> int:
+    return PRIORITIES.index(priority) if priority in PRIORITIES else 0
+
+
+def building_of(data: dict[str, Any]) -> str | None:
+    building = data.get("building")
+    if isinstance(building, dict):
+        building = building.get("id")
+    if building is None and isinstance(data.get("resident"), dict):
+        building = data["resident"].get("building")
+    return building if isinstance(building, str) else None
+
+
+def moment(text: Any, fallback: float) -> float:
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except (TypeError, ValueError):
+        return fallback
+
+
+def add_step(
+    db: sqlite3.Connection, alert_id: str, step: str, who: str | None, detail: dict | None = None
+) -> None:
+    db.execute(
+        "INSERT INTO alert_steps (alert, step, who, at, detail) VALUES (?, ?, ?, ?, ?)",
+        (alert_id, step, who, time.time(), json.dumps(detail or {}, ensure_ascii=False)),
+    )
+
+
+def save(db: sqlite3.Connection, alert: Alert) -> None:
+    values = asdict(alert)
+    values["data"] = json.dumps(alert.data, ensure_ascii=False)
+    values["open_key"] = open_key(alert) if alert.is_open else None
+    names = [*COLUMNS, "open_key"]
+    db.execute(
+        f"INSERT OR REPLACE INTO alerts ({', '.join(names)})"
+        f" VALUES ({', '.join('?' for _ in names)})",
+        [values[name] for name in names],
+    )
+
+
+def open_key(alert: Alert) -> str:
+    return f"{alert.category}:{alert.device_id or alert.id}"
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    seq: int
+    gateway_id: str
+    arrived: float
+    body: dict[str, Any]
+
+    @property
+    def data(self) -> dict[str, Any]:
+        data = self.body.get("data")
+        return data if isinstance(data, dict) else {}
+
+    @property
+    def gateway_alert_id(self) -> str | None:
+        """The gateway's id for the emergency; anything but a string is no id (and no reason
+        to lose the press)."""
+        alert_id = self.data.get("alert_id")
+        return alert_id if isinstance(alert_id, str) and alert_id else None
+
+
+class AlertBook:
+    def __init__(self, db: Database, settings: AlertsSection) -> None:
+        self._db = db
+        self._settings = settings
+        db.schema(SCHEMA)
+
+    # -- events in -------------------------------------------------------------------------
+
+    def feed(self) -> tuple[int, list[Change]]:
+        """Apply the next chunk of the event log: (events looked at, changes made)."""
+        marks = ", ".join("?" for _ in HANDLED)
+        with self._db.transaction() as db:
+            row = db.execute("SELECT seq FROM alert_feed WHERE id = 1").fetchone()
+            after = row[0] if row else 0
+            rows = db.execute(
+                "SELECT seq, gateway_id, arrived, body FROM events"
+                f" WHERE seq > ? AND type IN ({marks}) ORDER BY seq LIMIT ?",
+                (after, *HANDLED, FEED_CHUNK),
+            ).fetchall()
+            if len(rows) == FEED_CHUNK:
+                cursor = rows[-1][0]
+            else:  # nothing handled further on: skip the logs after it too
+                (cursor,) = db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
+            changes = []
+            for seq, gateway_id, arrived, body in rows:
+                event = StoredEvent(seq, gateway_id, arrived, json.loads(body))
+                # One event that trips a bug must not hold back every alert after it.
+                db.execute("SAVEPOINT event")
+                try:
+                    changes.extend(self._apply(db, event))
+                except Exception:
+                    log.exception("event %s could not be applied to the alerts", seq)
+                    db.execute("ROLLBACK TO event")
+                db.execute("RELEASE event")
+            db.execute("INSERT OR REPLACE INTO alert_feed (id, seq) VALUES (1, ?)", (cursor,))
+        return len(rows), changes
+
+    def _apply(self, db: sqlite3.Connection, event: StoredEvent) -> list[Change]:
+        event_type = event.body["type"]
+        if event_type in CLOSERS:
+            alert = self._open(db, CLOSERS[event_type], event.body.get("device_id"))
+            if alert is None:
+                return []
+            return [self._resolve(db, alert, f"gateway:{event.gateway_id}", None, event_type)]
+        policy = POLICIES[event_type]
+        alert = self._open(db, policy.category, event.body.get("device_id"))
+        if alert is None:
+            return [self._raise(db, event, policy)]
+        return self._join(db, alert, event)
+
+    def _open(self, db: sqlite3.Connection, category: str, device_id: str | None) -> Alert | None:
+        if device_id is None:
+            return None
+        row = db.execute(f"{SELECT} WHERE open_key = ?", (f"{category}:{device_id}",)).fetchone()
+        return from_row(row) if row else None
+
+    def _raise(self, db: sqlite3.Connection, event: StoredEvent, policy: Policy) -> Change:
+        body, data = event.body, event.data
+        alert = Alert(
+            id=uuid.uuid4().hex,
+            gateway_id=event.gateway_id,
+            device_id=body.get("device_id"),
+            type=body["type"],
+            category=policy.category,
+            priority=body["priority"],
+            state="raised",
+            building=building_of(data),
+            presses=1 if policy is HELP else 0,
+            escalations=0,
+            gateway_alert_id=event.gateway_alert_id,
+            data=data,
+            raised_at=moment(body.get("received_at"), event.arrived),
+            arrived_at=event.arrived,
+            next_escalation_at=(
+                event.arrived + self._settings.escalate_after if policy.escalates else None
+            ),
+        )
+        save(db, alert)
+        add_step(
+            db,
+            alert.id,
+            "raised",
+            event.gateway_id,
+            {"event": body["id"], "type": alert.type, "priority": alert.priority},
+        )
+        return Change(alert, "raised")
+
+    def _join(self, db: sqlite3.Connection, alert: Alert, event: StoredEvent) -> list[Change]:
+        """A further event for an open alert: one more press, maybe a higher priority."""
+        body = event.body
+        before = alert.priority
+        if rank(body["priority"]) > rank(before):
+            alert.priority = body["priority"]
+        if alert.category == HELP.category:
+            alert.presses += 1
+        feedback_to = None
+        joined_id = event.gateway_alert_id
+        if joined_id and joined_id != alert.gateway_alert_id:
+            alert.gateway_alert_id = joined_id
+            # The gateway opened a new alert of its own (its guard window had passed) while
+            # ours was already acknowledged: tell the button that help is still coming.
+            if alert.state == "acknowledged" and alert.policy.feedback and alert.device_id:
+                feedback_to = self._feedback(db, alert, "acknowledged", alert.acknowledged_by)
+        alert.gateway_id = event.gateway_id
+        save(db, alert)
+        add_step(
+            db,
+            alert.id,
+            "pressed",
+            event.gateway_id,
+            {"event": body["id"], "type": body["type"], "presses": alert.presses},
+        )
+        changes = [Change(alert, "pressed", feedback_to)]
+        if alert.priority != before:
+            detail = {"from": before, "to": alert.priority}
+            add_step(db, alert.id, "priority", event.gateway_id, detail)
+            changes.append(Change(alert, "priority"))
+        return changes
+
+    # -- people act --------------------------------------------------------------------------
+
+    def acknowledge(self, alert_id: str, who: str, name: str) -> Change | None:
+        """None when nothing changed (already acknowledged); LifecycleError when resolved."""
+        with self._db.transaction() as db:
+            alert = self._get(db, alert_id)
+            if alert is None or alert.state == "acknowledged":
+                return None
+            if alert.state == "resolved":
+                raise LifecycleError("the alert is already resolved")
+            alert.state = "acknowledged"
+            alert.acknowledged_at = time.time()
+            alert.acknowledged_by = name
+            alert.next_escalation_at = None
+            save(db, alert)
+            add_step(db, alert.id, "acknowledged", who, {"name": name})
+            feedback_to = None
+            if alert.policy.feedback and alert.device_id and alert.gateway_alert_id:
+                feedback_to = self._feedback(db, alert, "acknowledged", name)
+        return Change(alert, "acknowledged", feedback_to)
+
+    def resolve(self, alert_id: str, who: str, name: str) -> Change | None:
+        """None when already resolved."""
+        with self._db.transaction() as db:
+            alert = self._get(db, alert_id)
+            if alert is None or alert.state == "resolved":
+                return None
+            return self._resolve(db, alert, who, name, None)
+
+    def _resolve(
+        self,
+        db: sqlite3.Connection,
+        alert: Alert,
+        who: str,
+        name: str | None,
+        by_event: str | None,
+    ) -> Change:
+        alert.state = "resolved"
+        alert.resolved_at = time.time()
+        alert.resolved_by = name or who
+        alert.next_escalation_at = None
+        save(db, alert)
+        add_step(db, alert.id, "resolved", who, {"name": name, "event": by_event})
+        feedback_to = None
+        if alert.policy.feedback and alert.device_id and alert.gateway_alert_id:
+            feedback_to = self._feedback(db, alert, "resolved", alert.resolved_by)
+        return Change(alert, "resolved", feedback_to)
+
+    def _feedback(self, db: sqlite3.Connection, alert: Alert, state: str, by: str | None) -> str:
+        assert alert.device_id and alert.gateway_alert_id
+        command = feedback_command(alert.device_id, alert.gateway_alert_id, state, by)
+        enqueue(db, alert.gateway_id, command)
+        add_step(
+            db, alert.id, "feedback", alert.gateway_id, {"state": state, "command": command["id"]}
+        )
+        return alert.gateway_id
+
+    # -- the engine reports ------------------------------------------------------------------
+
+    def escalate(self, alert_id: str) -> Alert | None:
+        """Count one escalation of an alert nobody has acknowledged; None if that is over."""
+        settings = self._settings
+        with self._db.transaction() as db:
+            alert = self._get(db, alert_id)
+            if alert is None or alert.state not in UNACKNOWLEDGED:
+                return None
+            if alert.escalations >= settings.max_escalations:
+                alert.next_escalation_at = None
+                save(db, alert)
+                return None
+            alert.escalations += 1
+            last = alert.escalations >= settings.max_escalations
+            alert.next_escalation_at = None if last else time.time() + settings.escalate_after
+            save(db, alert)
+            add_step(db, alert.id, "escalated", None, {"escalation": alert.escalations})
+        return alert
+
+    def paged(self, alert_id: str, targets: list[str], escalation: int, webhooks: int) -> None:
+        detail = {"targets": targets, "escalation": escalation, "webhooks": webhooks}
+        with self._db.transaction() as db:
+            add_step(db, alert_id, "paged", None, detail)
+
+    def notified(self, alert_id: str, who: str, detail: dict[str, Any]) -> Change | None:
+        """Someone was reached (a webhook took the message); a Change on the first time."""
+        with self._db.transaction() as db:
+            add_step(db, alert_id, "notified", who, detail)
+            return self._first_reach(db, alert_id)
+
+    def pushed(self, alert_id: str, account: str) -> Change | None:
+        """The alert reached a butler's open console for the first time."""
+        with self._db.transaction() as db:
+            updated = db.execute(
+                "UPDATE alerts SET pushed_at = ? WHERE id = ? AND pushed_at IS NULL",
+                (time.time(), alert_id),
+            ).rowcount
+            if not updated:
+                return None
+            add_step(db, alert_id, "pushed", account, {"channel": "console"})
+            return self._first_reach(db, alert_id)
+
+    def _first_reach(self, db: sqlite3.Connection, alert_id: str) -> Change | None:
+        alert = self._get(db, alert_id)
+        if alert is None or alert.notified_at is not None:
+            return None
+        alert.notified_at = time.time()
+        if alert.state == "raised":
+            alert.state = "notified"
+        save(db, alert)
+        return Change(alert, "notified")
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def _get(self, db: sqlite3.Connection, alert_id: str) -> Alert | None:
+        row = db.execute(f"{SELECT} WHERE id = ?", (alert_id,)).fetchone()
+        return from_row(row) if row else None
+
+    def get(self, alert_id: str) -> Alert | None:
+        rows = self._db.rows(f"{SELECT} WHERE id = ?", (alert_id,))
+        return from_row(rows[0]) if rows else None
+
+    def escalating(self) -> list[Alert]:
+        rows = self._db.rows(f"{SELECT} WHERE next_escalation_at IS NOT NULL")
+        return [from_row(row) for row in rows]
+
+    def listing(
+        self,
+        *,
+        buildings: frozenset[str] | None,
+        which: Literal["open", "resolved", "all"],
+        limit: int,
+        device_id: str | None = None,
+    ) -> list[Alert]:
+        """Alerts newest first; `buildings` None means every building and none."""
+        query, params = SELECT + " WHERE 1", []
+        if device_id is not None:
+            query += " AND device_id = ?"
+            params.append(device_id)
+        if buildings is not None:
+            query += f" AND building IN ({', '.join('?' for _ in buildings)})"
+            params.extend(sorted(buildings))
+        if which != "all":
+            query += " AND open_key IS NOT NULL" if which == "open" else " AND open_key IS NULL"
+        query += " ORDER BY COALESCE(resolved_at, raised_at) DESC LIMIT ?"
+        params.append(limit)
+        return [from_row(row) for row in self._db.rows(query, params)]
+
+    def steps(self, alert_id: str) -> list[dict[str, Any]]:
+        rows = self._db.rows(
+            "SELECT step, who, at, detail FROM alert_steps WHERE alert = ? ORDER BY seq",
+            (alert_id,),
+        )
+        return [
+            {"step": step, "who": who, "at": at, "detail": json.loads(detail)}
+            for step, who, at, detail in rows
+        ]

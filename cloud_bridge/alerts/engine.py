@@ -1,0 +1,173 @@
+"""The alert engine: runs the alert book off the event loop and acts on what it reports.
+
+It feeds newly stored events to the book, pages the rung of the escalation ladder each change
+calls for, keeps one asyncio timer per unacknowledged alert (restored from the database after
+a restart), publishes every change to the consoles' live streams and wakes the long-polls of
+gateways that have a feedback command waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from cloud_bridge.alerts.book import FEED_CHUNK, UNACKNOWLEDGED, Alert, AlertBook, Change
+from cloud_bridge.alerts.live import AlertBus
+from cloud_bridge.alerts.routing import ladder, targets_for
+from cloud_bridge.commands.queue import CommandQueue
+from cloud_bridge.notify.webhooks import Endpoint, Message, Notifier, render
+from cloud_bridge.registry.source import RegistrySource
+
+log = logging.getLogger(__name__)
+
+
+class AlertEngine:
+    def __init__(
+        self,
+        book: AlertBook,
+        registry: RegistrySource,
+        notifier: Notifier,
+        bus: AlertBus,
+        commands: CommandQueue,
+    ) -> None:
+        self.book = book
+        self._registry = registry
+        self._notifier = notifier
+        self._bus = bus
+        self._commands = commands
+        self._pending = asyncio.Event()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task] = set()
+
+    async def start(self) -> None:
+        for alert in await asyncio.to_thread(self.book.escalating):
+            self._schedule(alert)
+        self._spawn(self._feed_forever())
+        self.poke()  # events stored before a crash that no alert has seen yet
+
+    async def stop(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def poke(self) -> None:
+        """New events are in the log."""
+        self._pending.set()
+
+    # -- people act ----------------------------------------------------------------------
+
+    async def acknowledge(self, alert_id: str, who: str, name: str) -> Change | None:
+        change = await asyncio.to_thread(self.book.acknowledge, alert_id, who, name)
+        if change is not None:
+            self._react(change)
+        return change
+
+    async def resolve(self, alert_id: str, who: str, name: str) -> Change | None:
+        change = await asyncio.to_thread(self.book.resolve, alert_id, who, name)
+        if change is not None:
+            self._react(change)
+        return change
+
+    async def pushed(self, alert_id: str, account: str) -> None:
+        change = await asyncio.to_thread(self.book.pushed, alert_id, account)
+        if change is not None:
+            self._bus.publish(change.alert)
+
+    # -- events in -----------------------------------------------------------------------
+
+    async def _feed_forever(self) -> None:
+        while True:
+            await self._pending.wait()
+            self._pending.clear()
+            while True:
+                try:
+                    seen, changes = await asyncio.to_thread(self.book.feed)
+                except Exception:  # the database itself failing: try again, alerts wait
+                    log.exception("could not read new events into alerts; retrying")
+                    await asyncio.sleep(1.0)
+                    continue
+                for change in changes:
+                    self._react(change)
+                if seen < FEED_CHUNK:
+                    break
+
+    def _react(self, change: Change) -> None:
+        alert = change.alert
+        self._bus.publish(alert)
+        if change.feedback_to:
+            self._commands.wake(change.feedback_to)
+        if change.step == "raised":
+            self._page(alert, 0, "alert.raised")
+            self._schedule(alert)
+        elif change.step == "priority" and alert.state in UNACKNOWLEDGED:
+            self._page(alert, alert.escalations, "alert.priority")
+        elif change.step in ("acknowledged", "resolved"):
+            timer = self._timers.pop(alert.id, None)
+            if timer is not None:
+                timer.cancel()
+
+    # -- escalation ----------------------------------------------------------------------
+
+    def _schedule(self, alert: Alert) -> None:
+        if alert.next_escalation_at is None:
+            return
+        delay = max(0.0, alert.next_escalation_at - time.time())
+        loop = asyncio.get_running_loop()
+        earlier = self._timers.pop(alert.id, None)
+        if earlier is not None:
+            earlier.cancel()
+        self._timers[alert.id] = loop.call_later(
+            delay, lambda: self._spawn(self._escalate(alert.id))
+        )
+
+    async def _escalate(self, alert_id: str) -> None:
+        self._timers.pop(alert_id, None)
+        alert = await asyncio.to_thread(self.book.escalate, alert_id)
+        if alert is None:  # acknowledged or resolved meanwhile, or escalated enough
+            return
+        self._bus.publish(alert)
+        self._page(alert, alert.escalations, "alert.escalated")
+        self._schedule(alert)
+
+    # -- paging --------------------------------------------------------------------------
+
+    def _page(self, alert: Alert, escalation: int, event: str) -> None:
+        rungs = ladder(self._registry.current, alert.policy.route, alert.building)
+        self._spawn(self._page_targets(alert, targets_for(rungs, escalation), escalation, event))
+
+    async def _page_targets(
+        self, alert: Alert, targets: list[str], escalation: int, event: str
+    ) -> None:
+        url = self._notifier.console_url
+        deliveries = [
+            self._deliver(alert.id, endpoint, render(alert, event, target, url))
+            for target in targets
+            for endpoint in self._notifier.endpoints(target)
+        ]
+        # The count tells an operator when a target has no webhook (only the console).
+        await asyncio.to_thread(self.book.paged, alert.id, targets, escalation, len(deliveries))
+        await asyncio.gather(*deliveries)
+
+    async def _deliver(self, alert_id: str, endpoint: Endpoint, message: Message) -> None:
+        if not await self._notifier.deliver(alert_id, endpoint, message):
+            return
+        detail = {"channel": "webhook", "format": endpoint.format, "url": endpoint.shown}
+        change = await asyncio.to_thread(self.book.notified, alert_id, message.target, detail)
+        if change is not None:
+            self._bus.publish(change.alert)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("alert engine task failed", exc_info=task.exception())

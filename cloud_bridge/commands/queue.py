@@ -1,0 +1,214 @@
+"""The downlink (PROTOCOL §4): a persistent command queue per gateway, long-polled.
+
+`GET /v1/gateways/{gateway_id}/commands?after={cursor}&wait={seconds}`, signed like ingest
+over an empty body. The cursor is the queue position of the last command the gateway has
+seen; the answer holds every command after it, or, when there is none, waits up to `wait`
+seconds for one. A gateway polling with no cursor (or 0) is new or has lost its state: it is
+given the current registry first. Commands are kept after they are fetched, so a gateway that
+crashes before acting on one fetches it again from its older cursor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import sqlite3
+import time
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from cloud_bridge.httpkit import authenticate, int_param, is_whole_number, problem
+from cloud_bridge.receiver.store import Database
+from cloud_bridge.registry.source import RegistrySource
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS commands (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    gateway_id TEXT NOT NULL,
+    id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    fetched_at REAL
+);
+CREATE INDEX IF NOT EXISTS commands_by_gateway ON commands (gateway_id, seq);
+CREATE TABLE IF NOT EXISTS registry_sent (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    digest TEXT NOT NULL
+);
+"""
+
+MAX_WAIT = 120
+MAX_BATCH = 200
+
+
+def feedback_command(device_id: str, alert_id: str, state: str, by: str | None) -> dict:
+    return {
+        "id": uuid.uuid4().hex,
+        "type": "feedback",
+        "device_id": device_id,
+        "alert_id": alert_id,
+        "state": state,
+        "by": by,
+    }
+
+
+def enqueue(db: sqlite3.Connection, gateway_id: str, command: dict[str, Any]) -> None:
+    """Queue inside the caller's transaction, so a command exists exactly when its cause does."""
+    db.execute(
+        "INSERT INTO commands (gateway_id, id, type, body, created_at) VALUES (?, ?, ?, ?, ?)",
+        (
+            gateway_id,
+            command["id"],
+            command["type"],
+            json.dumps(command, ensure_ascii=False),
+            time.time(),
+        ),
+    )
+
+
+class CommandQueue:
+    def __init__(self, db: Database, registry: RegistrySource, gateways: list[str]) -> None:
+        self._db = db
+        self._registry = registry
+        self._gateways = gateways
+        self._signals: dict[str, asyncio.Event] = {}
+        self.closing = False
+        db.schema(SCHEMA)
+
+    # -- the registry snapshot ---------------------------------------------------------------
+
+    def _registry_command(self) -> dict[str, Any]:
+        registry = self._registry.for_gateways().model_dump(mode="json")
+        digest = hashlib.sha256(json.dumps(registry, sort_keys=True).encode()).hexdigest()
+        return {
+            "id": f"registry-{registry['version']}-{digest[:12]}",
+            "type": "registry.replace",
+            "registry": registry,
+        }
+
+    def queue_registry(self) -> list[str]:
+        """Queue `registry.replace` for every gateway if the registry differs from the one
+        last queued (also across restarts: an import made while the central was down)."""
+        if not self._registry.exists:
+            return []
+        command = self._registry_command()
+        with self._db.transaction() as db:
+            row = db.execute("SELECT digest FROM registry_sent WHERE id = 1").fetchone()
+            if row and row[0] == command["id"]:
+                return []
+            db.execute(
+                "INSERT OR REPLACE INTO registry_sent (id, digest) VALUES (1, ?)", (command["id"],)
+            )
+            for gateway_id in self._gateways:
+                enqueue(db, gateway_id, command)
+        return list(self._gateways)
+
+    def _ensure_registry(self, db: sqlite3.Connection, gateway_id: str) -> None:
+        if not self._registry.exists:
+            return
+        command = self._registry_command()
+        queued = db.execute(
+            "SELECT 1 FROM commands WHERE gateway_id = ? AND id = ?", (gateway_id, command["id"])
+        ).fetchone()
+        if not queued:
+            enqueue(db, gateway_id, command)
+
+    # -- fetching ----------------------------------------------------------------------------
+
+    def fetch(self, gateway_id: str, after: int) -> tuple[int, list[dict[str, Any]]]:
+        """(new cursor, commands after `after`), registry snapshots first, older ones dropped."""
+        with self._db.transaction() as db:
+            (newest,) = db.execute("SELECT COALESCE(MAX(seq), 0) FROM commands").fetchone()
+            if after > newest:  # a cursor from a queue this central no longer has: start over
+                after = 0
+            if after == 0:
+                self._ensure_registry(db, gateway_id)
+            rows = db.execute(
+                "SELECT seq, body FROM commands WHERE gateway_id = ? AND seq > ?"
+                " ORDER BY seq LIMIT ?",
+                (gateway_id, after, MAX_BATCH),
+            ).fetchall()
+            if rows:
+                db.execute(
+                    "UPDATE commands SET fetched_at = ? WHERE gateway_id = ? AND seq > ?"
+                    " AND seq <= ? AND fetched_at IS NULL",
+                    (time.time(), gateway_id, after, rows[-1][0]),
+                )
+        commands = [json.loads(body) for _, body in rows]
+        registries = [c for c in commands if c["type"] == "registry.replace"]
+        others = [c for c in commands if c["type"] != "registry.replace"]
+        # Only the newest snapshot matters: each one replaces the whole registry.
+        return (rows[-1][0] if rows else after), registries[-1:] + others
+
+    def signal(self, gateway_id: str) -> asyncio.Event:
+        return self._signals.setdefault(gateway_id, asyncio.Event())
+
+    def wake(self, gateway_id: str) -> None:
+        signal = self._signals.pop(gateway_id, None)
+        if signal is not None:
+            signal.set()
+
+    def wake_all(self) -> None:
+        for gateway_id in list(self._signals):
+            self.wake(gateway_id)
+
+    def close(self) -> None:
+        """Let every long-poll answer now, so that shutdown does not wait for them."""
+        self.closing = True
+        self.wake_all()
+
+
+COMMANDS_KEY = web.AppKey("commands", CommandQueue)
+
+
+def parse_cursor(request: web.Request) -> int | None:
+    raw = request.query.get("after", "")
+    if raw in ("", "0"):
+        return 0
+    return int(raw) if is_whole_number(raw) else None
+
+
+async def poll_commands(request: web.Request) -> web.Response:
+    gateway_id, reason = authenticate(request, b"")
+    if gateway_id is None:
+        return problem(401, reason or "unauthorized")
+    if request.match_info["gateway_id"] != gateway_id:
+        return problem(403, "the gateway in the path does not match the signed header")
+    after = parse_cursor(request)
+    if after is None:
+        return problem(400, "after must be a cursor this endpoint returned")
+    wait = int_param(request, "wait", 0, MAX_WAIT)
+    queue = request.app[COMMANDS_KEY]
+    deadline = time.monotonic() + wait
+    while True:
+        # Take the wake-up signal before looking, so a command queued in between is not missed.
+        signal = queue.signal(gateway_id)
+        cursor, commands = await asyncio.to_thread(queue.fetch, gateway_id, after)
+        remaining = deadline - time.monotonic()
+        if commands or remaining <= 0 or queue.closing:
+            return web.json_response({"cursor": str(cursor), "commands": commands})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(signal.wait(), remaining)
+
+
+def add_command_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/gateways/{gateway_id}/commands", poll_commands)
+
+
+async def relay_registry_changes(
+    registry: RegistrySource, queue: CommandQueue, interval: float
+) -> None:
+    """Watch the registry file; when an import replaces it, queue it for every gateway. The
+    first pass catches an import made while the central was down."""
+    changed = True
+    while True:
+        if changed:
+            for gateway_id in await asyncio.to_thread(queue.queue_registry):
+                queue.wake(gateway_id)
+        await asyncio.sleep(interval)
+        changed = await asyncio.to_thread(registry.refresh)

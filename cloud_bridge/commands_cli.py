@@ -1,0 +1,20 @@
+"""`mashang central --config FILE`: the reference central endpoint, in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
+    central = subparsers.add_parser(name, help="run the reference central endpoint")
+    central.add_argument("--config", type=Path, required=True)
+    central.set_defaults(func=cmd_central)
+
+
+def cmd_central(args: argparse.Namespace) -> int:
+    from cloud_bridge.config import CentralConfig
+    from cloud_bridge.receiver.app import run_central
+    from mashang.config import load_config
+
+    return run_central(load_config(args.config, CentralConfig))

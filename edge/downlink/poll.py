@@ -1,0 +1,144 @@
+"""Downlink: commands from the central (PROTOCOL §4), long-polled, relayed to where they go.
+
+`feedback` goes to the device's feedback topic ("help is coming"); `registry.replace` becomes
+the gateway's registry; `placard.revoke` adds a code to the deny list. The cursor is kept on
+disk, so a restart neither replays old commands nor skips new ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import aiohttp
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from edge.config import CentralSection
+from edge.downlink.feedback import Feedback
+from edge.sink.central import Backoff, Transient, parse_retry_after
+from mashang.registry import Registry
+from mashang.signing import signed_headers
+
+log = logging.getLogger(__name__)
+
+
+class Command(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    type: str
+    device_id: str | None = None
+    alert_id: str | None = None
+    state: Literal["received", "acknowledged", "resolved"] | None = None
+    by: str | None = None
+    registry: dict[str, Any] | None = None
+    code: str | None = None
+
+
+class CommandPage(BaseModel):
+    cursor: str | int
+    commands: list[dict[str, Any]]
+
+
+class Downlink:
+    def __init__(
+        self,
+        central: CentralSection,
+        *,
+        gateway_id: str,
+        key: bytes,
+        feedback: Feedback,
+        apply_registry: Callable[[Registry], None],
+        revoke_code: Callable[[str], None],
+        alert_resolved: Callable[[str, str], None],
+        cursor_path: Path,
+    ) -> None:
+        self._central = central
+        self._gateway_id = gateway_id
+        self._key = key
+        self._feedback = feedback
+        self._apply_registry = apply_registry
+        self._revoke_code = revoke_code
+        self._alert_resolved = alert_resolved
+        self._cursor_path = cursor_path
+        self._url = f"{central.base_url}/v1/gateways/{gateway_id}/commands"
+        self.relayed = 0
+
+    async def run(self, session: aiohttp.ClientSession) -> None:
+        backoff = Backoff(self._central.backoff_min, self._central.backoff_max)
+        cursor = self._load_cursor()
+        while True:
+            try:
+                page = await self._poll(session, cursor)
+            except Transient as exc:
+                delay = backoff.next_delay(exc.retry_after)
+                log.debug("command poll failed (%s); again in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            backoff.reset()
+            for raw in page.commands:
+                self._dispatch(raw)
+            if str(page.cursor) != cursor:
+                cursor = str(page.cursor)
+                self._save_cursor(cursor)
+
+    async def _poll(self, session: aiohttp.ClientSession, cursor: str) -> CommandPage:
+        wait = self._central.poll_wait
+        headers = signed_headers(self._gateway_id, self._key, b"")
+        timeout = aiohttp.ClientTimeout(total=wait + self._central.timeout,
+                                        sock_connect=self._central.connect_timeout)
+        params = {"after": cursor, "wait": str(wait)}
+        try:
+            async with session.get(self._url, params=params, headers=headers,
+                                   timeout=timeout) as response:
+                body = await response.read()
+                if response.status != 200:
+                    raise Transient(f"HTTP {response.status}",
+                                    parse_retry_after(response.headers.get("Retry-After")))
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise Transient(f"{type(exc).__name__}: {exc}") from exc
+        try:
+            return CommandPage.model_validate_json(body)
+        except ValidationError as exc:
+            raise Transient(f"unreadable command page: {exc.error_count()} problems") from exc
+
+    def _dispatch(self, raw: dict[str, Any]) -> None:
+        try:
+            command = Command.model_validate(raw)
+        except ValidationError as exc:
+            log.error("ignored a malformed command: %s", exc.errors()[:3])
+            return
+        if command.type == "feedback" and command.device_id and command.alert_id and command.state:
+            self._feedback.button(command.device_id, command.alert_id, command.state, command.by)
+            if command.state == "resolved":
+                self._alert_resolved(command.device_id, command.alert_id)
+        elif command.type == "registry.replace" and command.registry is not None:
+            try:
+                registry = Registry.model_validate(command.registry)
+            except ValidationError as exc:
+                log.error("refused a registry snapshot: %s", exc.errors()[:3])
+                return
+            self._apply_registry(registry)
+            log.info("registry replaced (version %s)", registry.version)
+        elif command.type == "placard.revoke" and command.code:
+            self._revoke_code(command.code)
+        else:
+            log.warning("ignored command %s of type %s", command.id, command.type)
+            return
+        self.relayed += 1
+
+    def _load_cursor(self) -> str:
+        try:
+            return self._cursor_path.read_text().strip()
+        except FileNotFoundError:
+            return ""
+
+    def _save_cursor(self, cursor: str) -> None:
+        temp = self._cursor_path.with_suffix(".tmp")
+        temp.write_text(cursor)
+        os.replace(temp, self._cursor_path)
+

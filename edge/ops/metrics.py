@@ -1,0 +1,270 @@
+"""Prometheus metrics for the gateway, served at /metrics on its HTTP listener.
+
+A registry of its own (never prometheus-client's global default), so that nothing another
+library registers leaks in, and so that a process could hold two gateways. Counters are fed
+where things happen (a message arrives, events are committed, a request to the central ends);
+what the gateway already knows (outbox depth and age, retries, dead letters, broker state) is
+read when Prometheus scrapes, by a collector, so it can never drift.
+
+| metric | type | labels |
+|---|---|---|
+| mashang_messages_received_total | counter | kind (button, scanner, unknown), channel |
+| mashang_events_total | counter | type, kind (alert, log) |
+| mashang_messages_rejected_total | counter | reason (its first words) |
+| mashang_outbox_evicted_total | counter | reason (ttl, disk_cap) |
+| mashang_outbox_events / _bytes | gauge | class (alert, log) |
+| mashang_outbox_oldest_age_seconds | gauge | class (0 when empty) |
+| mashang_outbox_used_bytes / _max_bytes | gauge | |
+| mashang_outbox_dead_letters | gauge | (held in the dead-letter table) |
+| mashang_dead_letters_total | counter | (parked since start) |
+| mashang_uplink_request_duration_seconds | histogram | outcome (ok, refused, error, failed) |
+| mashang_uplink_retries_total | counter | |
+| mashang_uplink_events_sent_total | counter | class |
+| mashang_broker_connected, mashang_outbox_full, mashang_fallback_active | gauge | |
+| mashang_devices | gauge | state (online, offline) |
+| mashang_devices_battery_low | gauge | |
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator
+from types import SimpleNamespace
+from typing import Any, Protocol
+
+import aiohttp
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+
+from edge.buffer.outbox import ALERT, CLASS_NAMES, LOG, Outbox
+from edge.events import Event
+from edge.source.messages import DeviceMessage
+
+# answered(path, HTTP status or None, error or None), for each request to the central: once
+# with neither when the request is sent, once with one of them when it ends.
+Answered = Callable[[str, "int | None", "str | None"], None]
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+REASON_WORDS = 40
+
+
+class CountingOutbox(Outbox):
+    """The outbox, counting the logs it drops (TTL or size cap) for the eviction metric.
+
+    Every eviction leaves a `gateway.evicted` notice in the outbox, written in the same
+    transaction; a TEMP trigger (this connection only, nothing changes in the file) adds its
+    count up as it is inserted, so the tally is exact and rolls back with its transaction.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._db.executescript(COUNT_EVICTIONS)
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT reason, count FROM temp.evictions").fetchall()
+        return {str(reason): int(count) for reason, count in rows}
+
+
+COUNT_EVICTIONS = """
+CREATE TEMP TABLE IF NOT EXISTS evictions (reason TEXT PRIMARY KEY, count INTEGER NOT NULL);
+CREATE TEMP TRIGGER IF NOT EXISTS count_evictions AFTER INSERT ON main.outbox
+WHEN NEW.class = 1 AND instr(CAST(NEW.body AS TEXT), '"type":"gateway.evicted"') > 0
+BEGIN
+    INSERT INTO evictions (reason, count) VALUES (
+        COALESCE(json_extract(CAST(NEW.body AS TEXT), '$.data.reason'), 'unknown'),
+        COALESCE(json_extract(CAST(NEW.body AS TEXT), '$.data.count'), 0))
+    ON CONFLICT (reason) DO UPDATE SET count = count + excluded.count;
+END;
+"""
+
+
+def reason_label(reason: str | None) -> str:
+    """A bounded label from a rejection reason: the words before its first colon."""
+    head = (reason or "unknown").split(":", 1)[0].strip()
+    return re.sub(r"\s+", " ", head)[:REASON_WORDS] or "unknown"
+
+
+class GatewayFacts(Protocol):
+    """What the scrape-time collector reads from the running gateway."""
+
+    outbox: Outbox
+    uplink: Any
+    ingest: Any
+    pipeline: Any
+    fallback: Any
+
+
+class Metrics:
+    def __init__(self) -> None:
+        # The *_created series only double every counter's lines on a small gateway.
+        disable_created_metrics()
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.messages = Counter(
+            "mashang_messages_received", "MQTT messages received from devices",
+            ["kind", "channel"], registry=self.registry,
+        )
+        self.events = Counter(
+            "mashang_events", "Events committed to the outbox, by type",
+            ["type", "kind"], registry=self.registry,
+        )
+        self.rejected = Counter(
+            "mashang_messages_rejected",
+            "Device messages that could not be understood (gateway.rejected events)",
+            ["reason"], registry=self.registry,
+        )
+        self.uplink_latency = Histogram(
+            "mashang_uplink_request_duration_seconds",
+            "Time for the central to answer a batch of events (POST /v1/ingest)",
+            ["outcome"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        # Labels known up front appear at zero, so a dashboard sees them before the first one.
+        for outcome in ("ok", "refused", "error", "failed"):
+            self.uplink_latency.labels(outcome)
+
+    # -- fed by the gateway --------------------------------------------------------------------
+
+    def received(self, message: DeviceMessage) -> None:
+        """Any thread: one MQTT message arrived."""
+        self.messages.labels(message.device_kind or "unknown", message.channel or "unknown").inc()
+
+    def committed(self, events: Iterable[Event]) -> None:
+        """Commit thread: these events are on disk."""
+        for event in events:
+            self.events.labels(event.type, event.kind).inc()
+            if event.type == "gateway.rejected":
+                self.rejected.labels(reason_label(event.data.get("reason"))).inc()
+
+    def watch(self, gateway: GatewayFacts, devices: Callable[[], dict[str, dict]]) -> None:
+        self.registry.register(GatewayCollector(gateway, devices))
+
+    def exposition(self, accept: str | None) -> tuple[bytes, str]:
+        """The scrape body and its content type (text format, or OpenMetrics if asked for)."""
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type
+
+    # -- requests to the central -----------------------------------------------------------
+
+    def trace_config(self, central_url: str, answered: Answered) -> aiohttp.TraceConfig:
+        """Times every request of the gateway's HTTP session. Requests to the central are
+        reported to `answered(path, status or None, error or None)`; batches of events
+        (POST /v1/ingest) also feed the latency histogram. Duty-room webhooks are ignored."""
+        base = central_url.rstrip("/")
+        ingest = f"{base}/v1/ingest"
+        trace = aiohttp.TraceConfig()
+
+        def ours(params: Any) -> str | None:
+            url = str(params.url)
+            return url[len(base):].split("?", 1)[0] if url.startswith(base) else None
+
+        async def start(session: Any, context: SimpleNamespace, params: Any) -> None:
+            context.started = time.monotonic()
+
+        async def end(session: Any, context: SimpleNamespace, params: Any) -> None:
+            path = ours(params)
+            if path is None:
+                return
+            status = params.response.status
+            if str(params.url).startswith(ingest) and params.method == "POST":
+                outcome = "ok" if status < 300 else "refused" if status < 500 else "error"
+                self.uplink_latency.labels(outcome).observe(time.monotonic() - context.started)
+            answered(path, status, None)
+
+        async def failed(session: Any, context: SimpleNamespace, params: Any) -> None:
+            path = ours(params)
+            if path is None:
+                return
+            if str(params.url).startswith(ingest) and params.method == "POST":
+                self.uplink_latency.labels("failed").observe(time.monotonic() - context.started)
+            error = params.exception
+            answered(path, None, f"{type(error).__name__}: {error}".rstrip(": "))
+
+        async def sent(session: Any, context: SimpleNamespace, params: Any) -> None:
+            # The central took our connection and request: for a long-poll, the answer (and
+            # with it on_request_end) comes only when the poll ends, many seconds later.
+            path = ours(params)
+            if path is not None:
+                answered(path, None, None)
+
+        trace.on_request_start.append(start)
+        trace.on_request_headers_sent.append(sent)
+        trace.on_request_end.append(end)
+        trace.on_request_exception.append(failed)
+        return trace
+
+
+class GatewayCollector:
+    """Read at scrape time: what the gateway's stages already keep."""
+
+    def __init__(self, gateway: GatewayFacts, devices: Callable[[], dict[str, dict]]) -> None:
+        self._gateway = gateway
+        self._devices = devices
+
+    def describe(self) -> list[Metric]:
+        return []  # no pre-registration checks: these names are ours alone
+
+    def collect(self) -> Iterator[Metric]:
+        gateway = self._gateway
+        stats = gateway.outbox.stats()
+        events = GaugeMetricFamily("mashang_outbox_events", "Events waiting in the outbox",
+                                   labels=["class"])
+        size = GaugeMetricFamily("mashang_outbox_bytes", "Bytes of events waiting, by class",
+                                 labels=["class"])
+        age = GaugeMetricFamily("mashang_outbox_oldest_age_seconds",
+                                "Age of the oldest event waiting (0 when none)", labels=["class"])
+        for klass, depth in ((ALERT, stats.alerts), (LOG, stats.logs)):
+            name = CLASS_NAMES[klass]
+            events.add_metric([name], depth.events)
+            size.add_metric([name], depth.bytes)
+            age.add_metric([name], depth.oldest_age or 0.0)
+        yield from (events, size, age)
+        yield GaugeMetricFamily("mashang_outbox_used_bytes", "Bytes the outbox file uses",
+                                value=stats.used_bytes)
+        yield GaugeMetricFamily("mashang_outbox_max_bytes", "The outbox's size cap",
+                                value=stats.max_bytes)
+        yield GaugeMetricFamily("mashang_outbox_dead_letters",
+                                "Events held in the dead-letter table", value=stats.dead_letters)
+        evicted = CounterMetricFamily("mashang_outbox_evicted",
+                                      "Log events dropped from the outbox (ttl or disk_cap)",
+                                      labels=["reason"])
+        dropped = getattr(gateway.outbox, "dropped", {})
+        for reason in sorted({"ttl", "disk_cap", *dropped}):
+            evicted.add_metric([reason], dropped.get(reason, 0))
+        yield evicted
+
+        uplink = gateway.uplink
+        yield CounterMetricFamily("mashang_uplink_retries",
+                                  "Batches that failed transiently and were retried",
+                                  value=uplink.retries)
+        yield CounterMetricFamily("mashang_dead_letters",
+                                  "Events the central refused permanently, parked since start",
+                                  value=uplink.dead_lettered)
+        sent = CounterMetricFamily("mashang_uplink_events_sent",
+                                   "Events the central confirmed, by class", labels=["class"])
+        for klass, count in sorted(uplink.sent.items()):
+            sent.add_metric([CLASS_NAMES[klass]], count)
+        yield sent
+
+        yield GaugeMetricFamily("mashang_broker_connected", "1 while connected to the broker",
+                                value=1 if gateway.ingest.connected else 0)
+        yield GaugeMetricFamily("mashang_outbox_full",
+                                "1 while nothing fits in the outbox (MQTT acks held back)",
+                                value=1 if gateway.pipeline.full else 0)
+        yield GaugeMetricFamily("mashang_fallback_active",
+                                "1 while alerts go to the duty room (central out of reach)",
+                                value=1 if gateway.fallback.active else 0)
+        yield CounterMetricFamily("mashang_messages_committed",
+                                  "MQTT messages committed and acked since start",
+                                  value=gateway.pipeline.committed_messages)
+
+        devices = self._devices()
+        states = GaugeMetricFamily("mashang_devices", "Buttons known to the gateway",
+                                   labels=["state"])
+        offline = sum(1 for device in devices.values() if device.get("offline"))
+        states.add_metric(["online"], len(devices) - offline)
+        states.add_metric(["offline"], offline)
+        yield states
+        yield GaugeMetricFamily("mashang_devices_battery_low", "Buttons whose battery is low",
+                                value=sum(1 for d in devices.values() if d.get("battery_low")))

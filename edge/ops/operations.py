@@ -1,0 +1,254 @@
+"""Operations: what the running gateway shows and obeys besides its pipeline.
+
+One object, owned by `Gateway`, that ties together systemd (readiness, watchdog, status
+line), metrics, liveness and readiness, the LAN page's device and outbox sections, and SIGHUP
+(reload the registry from disk and the log level from the config file). The gateway calls it
+at a handful of points: a message arrived, events were committed, started, stopping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import signal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from edge.config import ConfigError, GatewayConfig, load_config
+from edge.events import Event
+from edge.ops.health import CentralReach, broker_check, outbox_check, pipeline_check, verdict
+from edge.ops.lanpage import DeviceBoard, device_rows
+from edge.ops.metrics import Metrics
+from edge.ops.systemd import Liveness, Notifier, Watchdog
+from mashang import logs
+from mashang.registry import Registry
+
+if TYPE_CHECKING:
+    from edge.gateway import Gateway
+    from edge.source.mqtt import Received
+
+log = logging.getLogger(__name__)
+
+STATUS_INTERVAL = 5.0
+
+
+class Operations:
+    def __init__(self, gateway: Gateway, config_path: Path | None = None,
+                 cli_log_level: str | None = None) -> None:
+        self._gateway = gateway
+        self._config: GatewayConfig = gateway.config
+        self.config_path = config_path
+        self.cli_log_level = cli_log_level
+        self.metrics = Metrics()
+        self.reach = CentralReach()
+        self.notifier = Notifier()
+        self.board = DeviceBoard()
+        self.liveness: Liveness | None = None
+        self._watchdog: Watchdog | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._registry: tuple[tuple[int, int] | None, Registry] = (None, Registry())
+        self.reloads = 0
+        self._keep_secrets_out_of_logs()
+
+    def _keep_secrets_out_of_logs(self) -> None:
+        config = self._config
+        secrets: list[str | bytes | None] = [config.central_key()]
+        for secret in (config.mqtt.password, config.http.page_password):
+            if secret is not None:
+                secrets.append(secret.get_secret_value())
+        logs.redactor.add(*secrets)
+
+    # -- hooks the gateway calls ------------------------------------------------------------
+
+    def received(self, received: Received) -> None:
+        """MQTT thread."""
+        for message in received.messages:
+            self.metrics.received(message)
+
+    def committed(self, events: list[Event]) -> None:
+        """Commit thread, right after a commit."""
+        self.metrics.committed(events)
+        self.board.committed(events)
+
+    def trace_configs(self) -> list[aiohttp.TraceConfig]:
+        return [self.metrics.trace_config(self._config.central.base_url, self.reach.answered)]
+
+    def started(self) -> None:
+        """On the loop, once the pipeline, ingest and HTTP listener are running."""
+        gateway = self._gateway
+        loop = asyncio.get_running_loop()
+        self.metrics.watch(gateway, self.buttons)
+        self.liveness = Liveness(loop, gateway.pipeline.call_soon, lambda: gateway.pipeline.full)
+        self._watchdog = Watchdog(self.notifier, self.liveness,
+                                  Watchdog.interval_for(self.notifier))
+        self._watchdog.start()
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        if self.notifier.enabled:
+            self._tasks.append(asyncio.create_task(self._status_line()))
+        self.notifier.ready(f"gateway {self._config.gateway.id} started")
+        if self.notifier.watchdog_usec:
+            log.info("systemd watchdog: %.1f s, fed every %.1f s while the pipeline answers",
+                     self.notifier.watchdog_usec / 1e6, Watchdog.interval_for(self.notifier))
+
+    def stopping(self) -> None:
+        self.notifier.stopping("stopping: committing what is in flight")
+        # Not the default action (which would kill us mid-commit): a reload now is moot.
+        asyncio.get_running_loop().add_signal_handler(
+            signal.SIGHUP, lambda: log.info("SIGHUP ignored: stopping")
+        )
+        for task in self._tasks:
+            task.cancel()
+
+    def stopped(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.stop()
+        self.notifier.close()
+
+    # -- what the HTTP listener shows ---------------------------------------------------------
+
+    def buttons(self) -> dict[str, dict[str, Any]]:
+        return self._gateway.rules.device_snapshot()
+
+    def live_checks(self) -> dict[str, Any]:
+        gateway = self._gateway
+        return {
+            "broker": broker_check(gateway.ingest, self._broker_address()),
+            "pipeline": pipeline_check(self.liveness),
+        }
+
+    def live(self) -> tuple[bool, dict[str, Any]]:
+        checks = self.live_checks()
+        # Live once subscribed (supervisors and external tests rely on it), unless stalled.
+        ok, detail = verdict(checks)
+        return ok, detail
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        """Blocking (reads the outbox): call from a worker thread."""
+        gateway = self._gateway
+        checks = {
+            "broker": broker_check(gateway.ingest, self._broker_address()),
+            "central": self.reach.check(self._config.http.ready_central_within),
+            "outbox": outbox_check(gateway.outbox.stats(), gateway.pipeline.full),
+        }
+        return verdict(checks)
+
+    def metrics_text(self, accept: str | None) -> tuple[bytes, str]:
+        """Blocking (reads the outbox): call from a worker thread."""
+        return self.metrics.exposition(accept)
+
+    def page_extras(self) -> dict[str, Any]:
+        gateway = self._gateway
+        stats = gateway.outbox.stats()
+
+        def depth(d: Any) -> dict[str, Any]:
+            return {"events": d.events, "bytes": d.bytes, "oldest_age": d.oldest_age}
+
+        return {
+            "devices": device_rows(self.buttons(), self.board.snapshot(), self.registry()),
+            "outbox": {
+                "alerts": depth(stats.alerts),
+                "logs": depth(stats.logs),
+                "dead_letters": stats.dead_letters,
+                "used_bytes": stats.used_bytes,
+                "max_bytes": stats.max_bytes,
+                "full": gateway.pipeline.full,
+            },
+        }
+
+    def registry(self) -> Registry:
+        """The registry on disk, reread only when the file changed (for names on the page)."""
+        store = self._gateway.registry_store
+        try:
+            info = store.path.stat()
+        except FileNotFoundError:
+            return Registry()
+        stamp = (info.st_mtime_ns, info.st_ino)
+        if self._registry[0] != stamp:
+            try:
+                self._registry = (stamp, store.load())
+            except ValueError as exc:
+                log.debug("registry unreadable for the page: %s", exc)
+        return self._registry[1]
+
+    def _broker_address(self) -> str:
+        return f"{self._config.mqtt.host}:{self._config.mqtt.port}"
+
+    # -- SIGHUP ---------------------------------------------------------------------------------
+
+    def _on_sighup(self) -> None:
+        self._tasks.append(asyncio.create_task(self.reload()))
+
+    async def reload(self) -> None:
+        """Reread the log level (config file) and the registry (data dir). Nothing stops: the
+        registry is swapped on the commit thread between two commits, as a downlink
+        `registry.replace` is, so every message is judged by one registry or the other."""
+        log.info("SIGHUP: reloading the log level and the registry")
+        level = await asyncio.to_thread(self._reload_level)
+        gateway = self._gateway
+        try:
+            registry = await asyncio.to_thread(gateway.registry_store.load)
+        except (ValueError, OSError) as exc:
+            log.error("registry %s not reloaded, keeping the one in use: %s",
+                      gateway.registry_store.path, exc)
+            return
+        swapped: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def swap() -> None:
+            try:
+                gateway.rules.replace_registry(registry)
+            except Exception as exc:
+                swapped.set_exception(exc)
+                raise
+            swapped.set_result(None)
+
+        gateway.pipeline.call_soon(swap)
+        await asyncio.wrap_future(swapped)
+        self.reloads += 1
+        log.info("reloaded: registry version %s (%d buttons, %d scanners), log level %s",
+                 registry.version, len(registry.buttons), len(registry.scanners), level)
+        log.debug("registered buttons now: %s", ", ".join(
+            button.device_id for button in registry.buttons[:50]) or "none")
+
+    def _reload_level(self) -> str:
+        level = self.cli_log_level or "info"
+        if self.config_path is not None:
+            try:
+                fresh = load_config(self.config_path)
+            except ConfigError as exc:
+                log.error("config not reread, log level kept: %s", exc)
+                return logs.current_level()
+            level = fresh.logging.level or level
+        return logs.set_level(level)
+
+    # -- the status line systemd shows --------------------------------------------------------
+
+    async def _status_line(self) -> None:
+        while True:
+            try:
+                text = await asyncio.to_thread(self.status_text)
+                self.notifier.status(text)
+            except Exception:
+                log.debug("status line failed", exc_info=True)
+            await asyncio.sleep(STATUS_INTERVAL)
+
+    def status_text(self) -> str:
+        gateway = self._gateway
+        stats = gateway.outbox.stats()
+        broker = "broker ok" if gateway.ingest.subscribed.is_set() else "broker DOWN"
+        central = self.reach.check(self._config.http.ready_central_within)
+        buttons = self.buttons()
+        offline = sum(1 for b in buttons.values() if b.get("offline"))
+        parts = [
+            broker,
+            "central ok" if central.ok else "central DOWN",
+            f"outbox {stats.alerts.events} alerts, {stats.logs.events} logs",
+            f"{len(buttons)} buttons ({offline} offline)",
+        ]
+        if gateway.pipeline.full:
+            parts.append("OUTBOX FULL")
+        if stats.dead_letters:
+            parts.append(f"{stats.dead_letters} dead letters")
+        return "; ".join(parts)

@@ -1,0 +1,224 @@
+"""Uplink: from the outbox to the central over HTTP (PROTOCOL §3).
+
+Two senders share one HTTP session: the alert sender sends the moment an alert is committed;
+the log sender batches (size and linger) and yields to alerts. An event leaves the outbox only
+when the central answered 200 for it, or when the central refused it permanently on its own
+(the batch is split in halves until the refused event stands alone), in which case it is parked
+in the dead-letter table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+
+import aiohttp
+
+from edge.buffer.outbox import ALERT, CLASS_NAMES, LOG, Leased, Outbox
+from edge.config import CentralSection, OutboxSection
+from edge.events import isoformat, now
+from edge.sink.central import Backoff, CentralHealth, Transient, parse_retry_after
+from mashang.signing import signed_headers
+
+log = logging.getLogger(__name__)
+
+# Refusals that belong to the request's content: retrying the same events cannot succeed.
+PERMANENT = {400, 413, 422}
+# Refusals of our credentials or clock: not the events' fault, so they are kept and retried.
+AUTH = {401, 403}
+
+
+def batch_body(gateway_id: str, events: list[Leased]) -> bytes:
+    """The request body, joined from the stored event JSON without decoding it again."""
+    head = f'{{"gateway_id":"{gateway_id}","sent_at":"{isoformat(now())}","events":['.encode()
+    return head + b",".join(item.body for item in events) + b"]}"
+
+
+class Uplink:
+    def __init__(
+        self,
+        central: CentralSection,
+        outbox_config: OutboxSection,
+        outbox: Outbox,
+        *,
+        gateway_id: str,
+        key: bytes,
+    ) -> None:
+        self._central = central
+        self._outbox_config = outbox_config
+        self._outbox = outbox
+        self._gateway_id = gateway_id
+        self._key = key
+        self._url = f"{central.base_url}/v1/ingest"
+        self.health = CentralHealth()
+        self._wake = {ALERT: asyncio.Event(), LOG: asyncio.Event()}
+        self._alerts_done = asyncio.Event()
+        # Set whenever the central answers a batch: a log sender in backoff starts again at once
+        # (the central is back) instead of sleeping out its delay.
+        self._answered = asyncio.Event()
+        # The central's Retry-After holds for both senders and for any wake-up: no request
+        # before this monotonic time.
+        self._not_before = 0.0
+        # The previous log batch's delete, still running while the next batch is posted.
+        self._log_ack: asyncio.Future | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.sent = {ALERT: 0, LOG: 0}
+        self.dead_lettered = 0
+        self.retries = 0
+
+    def notify(self, has_alert: bool) -> None:
+        """Thread-safe: the commit thread says there is something new to send."""
+        if self._loop is None:
+            return
+        self._loop.call_soon_threadsafe(self._wake_up, has_alert)
+
+    def _wake_up(self, has_alert: bool) -> None:
+        if has_alert:
+            self._wake[ALERT].set()
+        self._wake[LOG].set()
+
+    async def run(self, session: aiohttp.ClientSession) -> None:
+        self._loop = asyncio.get_running_loop()
+        await asyncio.gather(self._sender(session, ALERT), self._sender(session, LOG))
+
+    async def _sender(self, session: aiohttp.ClientSession, klass: int) -> None:
+        wake = self._wake[klass]
+        is_log = klass == LOG
+        limit = (
+            self._outbox_config.log_batch_size if is_log else self._outbox_config.alert_batch_size
+        )
+        backoff = Backoff(self._central.backoff_min, self._central.backoff_max)
+        while True:
+            wake.clear()
+            if is_log:
+                await self._linger()
+            elif self._outbox.pending(ALERT) == 0:
+                self._alerts_done.set()
+            batch = await asyncio.to_thread(self._outbox.lease, klass, limit)
+            if not batch:
+                await wake.wait()
+                continue
+            if not is_log:
+                self._alerts_done.clear()
+            try:
+                await self._deliver(session, klass, batch)
+                backoff.reset()
+                self.health.succeeded()
+                self._answered.set()
+            except Transient as exc:
+                self._outbox.release(item.seq for item in batch)
+                self.health.failed(str(exc))
+                self.retries += 1
+                if exc.retry_after:
+                    self._not_before = max(self._not_before, time.monotonic() + exc.retry_after)
+                delay = backoff.next_delay(exc.retry_after)
+                log.warning(
+                    "%s batch not delivered (%s); retrying in %.1f s",
+                    CLASS_NAMES[klass],
+                    exc,
+                    delay,
+                )
+                await self._sleep_unless_woken(wake, delay, interruptible=not is_log,
+                                               told=exc.retry_after is not None)
+
+    async def _linger(self) -> None:
+        """Logs wait for a full batch or the linger time, and always for the alerts."""
+        if self._outbox.pending(LOG) < self._outbox_config.log_batch_size:
+            await asyncio.sleep(self._outbox_config.log_linger)
+        while self._outbox.pending(ALERT) > 0:
+            self._alerts_done.clear()
+            self._wake[ALERT].set()
+            await self._alerts_done.wait()
+
+    async def _sleep_unless_woken(
+        self, wake: asyncio.Event, delay: float, interruptible: bool, told: bool = False
+    ) -> None:
+        if not interruptible:
+            if told:  # the central's Retry-After is honoured to the end
+                await asyncio.sleep(delay)
+                return
+            # Logs keep to their backoff, unless an alert gets through meanwhile.
+            self._answered.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._answered.wait(), delay)
+            return
+        # A new alert tries at once: its delay is the one the user feels.
+        wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), delay)
+        wake.set()
+
+    async def _deliver(
+        self, session: aiohttp.ClientSession, klass: int, batch: list[Leased]
+    ) -> None:
+        status, reason, retry_after = await self._post(session, batch)
+        if status == 200:
+            seqs = [item.seq for item in batch]
+            if klass == LOG:
+                # Deleted while the next batch is leased and posted (its rows stay leased until
+                # then, so they are not sent again): a drain does not wait for each fsync.
+                await self._settle_log_ack()
+                self._log_ack = asyncio.ensure_future(self._ack(seqs))
+            else:
+                await self._ack(seqs)
+            self.sent[klass] += len(batch)
+            return
+        if status in PERMANENT:
+            if len(batch) == 1:
+                log.error(
+                    "central refused event %s permanently (%s %s); dead-lettered",
+                    batch[0].id,
+                    status,
+                    reason,
+                )
+                await asyncio.to_thread(self._outbox.dead_letter, batch[0], reason, status)
+                self.dead_lettered += 1
+                return
+            middle = len(batch) // 2
+            await self._deliver(session, klass, batch[:middle])
+            await self._deliver(session, klass, batch[middle:])
+            return
+        if status in AUTH:
+            log.error(
+                "central refused our credentials or clock (%s %s): check central.key and "
+                "the time; events are kept",
+                status,
+                reason,
+            )
+        raise Transient(f"HTTP {status} {reason}".strip(), retry_after)
+
+    async def _ack(self, seqs: list[int]) -> None:
+        """Delete what the central confirmed. A full disk can refuse even a DELETE: the events
+        are then released, to go again (the central answers duplicates) once the outbox can
+        let them go; raising anything else here ended the sender for good, silently
+        (found by tests/test_full_disk.py)."""
+        try:
+            await asyncio.to_thread(self._outbox.ack, seqs)
+        except sqlite3.OperationalError as exc:
+            self._outbox.release(seqs)
+            raise Transient(f"outbox could not let delivered events go: {exc}") from exc
+
+    async def _settle_log_ack(self) -> None:
+        """Wait for the previous log batch's delete (raising what it raised)."""
+        previous, self._log_ack = self._log_ack, None
+        if previous is not None:
+            await previous
+
+    async def _post(self, session: aiohttp.ClientSession, batch: list[Leased]):
+        while (wait := self._not_before - time.monotonic()) > 0:
+            await asyncio.sleep(wait)
+        body = batch_body(self._gateway_id, batch)
+        headers = signed_headers(self._gateway_id, self._key, body)
+        headers["Content-Type"] = "application/json"
+        timeout = aiohttp.ClientTimeout(
+            total=self._central.timeout, sock_connect=self._central.connect_timeout
+        )
+        try:
+            async with session.post(self._url, data=body, headers=headers, timeout=timeout) as resp:
+                text = (await resp.text(errors="replace"))[:500]
+                return resp.status, text, parse_retry_after(resp.headers.get("Retry-After"))
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise Transient(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc

@@ -1,0 +1,159 @@
+"""Ingest: the MQTT side. Subscribes to the device topics and hands each message on, unacked.
+
+The broker keeps a persistent session for us (MQTT 5, clean_start=False, a session expiry),
+and paho runs with manual_ack: a message is acked only when the pipeline says its events are
+committed. Whatever was in flight at a crash is redelivered by the broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge.config import MqttSection
+from edge.events import now
+from edge.source.adapters import AdaptersSection, RepeatFilter, adapter_subscriptions, translate
+from edge.source.messages import DeviceMessage, parse_message
+from mashang.topics import subscriptions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """What one MQTT message carried (an adapter's native message may carry several, or none
+    worth an event) and the handle to ack it once committed."""
+
+    messages: tuple[DeviceMessage, ...]
+    mid: int
+    qos: int
+
+
+class Ingest:
+    def __init__(
+        self,
+        config: MqttSection,
+        *,
+        client_id: str,
+        topic_root: str,
+        deliver: Callable[[Received], None],
+        adapters: AdaptersSection | None = None,
+    ) -> None:
+        self._adapters = adapters or AdaptersSection(enabled=False)
+        self._repeats = RepeatFilter()
+        self._config = config
+        self._root = topic_root
+        self._deliver = deliver
+        self._accepting = True
+        self.subscribed = threading.Event()
+        self._pending_subscription: int | None = None
+        self._client = self._make_client(client_id)
+
+    def _make_client(self, client_id: str) -> mqtt.Client:
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        config = self._config
+        if config.username:
+            password = config.password.get_secret_value() if config.password else None
+            client.username_pw_set(config.username, password)
+        if config.ca_file:
+            client.tls_set(ca_certs=str(config.ca_file), cert_reqs=ssl.CERT_REQUIRED)
+        client.reconnect_delay_set(config.reconnect_min, config.reconnect_max)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        return client
+
+    def _topics(self) -> list[str]:
+        return subscriptions(self._root) + adapter_subscriptions(self._adapters)
+
+    def start(self) -> None:
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = self._config.session_expiry
+        properties.ReceiveMaximum = self._config.receive_maximum
+        self._client.connect_async(
+            self._config.host,
+            self._config.port,
+            keepalive=self._config.keepalive,
+            clean_start=False,
+            properties=properties,
+        )
+        self._client.loop_start()
+
+    def stop_taking(self) -> None:
+        """Messages that arrive from now on stay unacked: the broker keeps them for next time."""
+        self._accepting = False
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def ack(self, mid: int, qos: int) -> None:
+        if qos > 0:
+            self._client.ack(mid, qos)
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Feedback to a device, at QoS 1 so that a button that was briefly away still gets it."""
+        self._client.publish(topic, payload, qos=1)
+
+    @property
+    def connected(self) -> bool:
+        return self._client.is_connected()
+
+    # -- paho callbacks (paho's network thread) ---------------------------------------------
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.error("broker refused the connection: %s", reason_code)
+            return
+        log.info(
+            "connected to broker %s:%s (session present: %s)",
+            self._config.host,
+            self._config.port,
+            flags.session_present,
+        )
+        # Renewed on every connect: a broker that lost its state must not leave us deaf.
+        result, mid = client.subscribe([(topic, 1) for topic in self._topics()])
+        if result == mqtt.MQTT_ERR_SUCCESS:
+            self._pending_subscription = mid
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        if mid != self._pending_subscription:
+            return
+        failed = [str(code) for code in reason_codes if code.is_failure]
+        if failed:
+            log.error("broker refused our subscriptions: %s", ", ".join(failed))
+            return
+        log.info("subscribed to %s", ", ".join(self._topics()))
+        self.subscribed.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.subscribed.clear()
+        if self._accepting:
+            log.warning("disconnected from broker (%s); reconnecting", reason_code)
+
+    def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
+        if not self._accepting:
+            return
+        received_at = now()
+        messages = translate(
+            msg.topic, msg.payload, received_at, self._adapters,
+            topic_root=self._root, retained=msg.retain, repeats=self._repeats,
+        )
+        if messages is None:
+            messages = [parse_message(self._root, msg.topic, msg.payload, received_at)]
+        # Even a message with nothing to record goes through the pipeline, so that acks keep
+        # the order in which the messages arrived.
+        self._deliver(Received(tuple(messages), msg.mid, msg.qos))

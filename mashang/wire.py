@@ -1,0 +1,60 @@
+"""The wire contract's events (PROTOCOL §3) and their identity (§2), as both sides know them.
+
+The gateway builds an event from a device message and encodes it once; the central validates
+what arrives with `IngestRequest`. The literals below are the only definition of an event's
+kind and priority.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["EVENT_NAMESPACE", "IngestRequest", "Kind", "Priority", "WireEvent", "event_id"]
+
+Kind = Literal["alert", "log"]
+Priority = Literal["critical", "high", "normal", "low"]
+
+# A fixed namespace: the same message gives the same event id on every gateway run.
+EVENT_NAMESPACE = uuid.UUID("5b0e3c1e-6a57-4c55-9f1e-6d6173686e67")
+_NAMESPACE_BYTES = EVENT_NAMESPACE.bytes
+
+
+def event_id(identity: str, event_type: str) -> str:
+    """Deterministic: a redelivered message yields the same id, so the central sees a duplicate.
+
+    uuid5(EVENT_NAMESPACE, identity + "\\n" + event_type), computed without the UUID object."""
+    digest = bytearray(
+        hashlib.sha1(_NAMESPACE_BYTES + f"{identity}\n{event_type}".encode()).digest()[:16]
+    )
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    text = digest.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+class WireEvent(BaseModel):
+    """One event as it travels in `POST /v1/ingest`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(min_length=1, max_length=64)
+    kind: Kind
+    type: str = Field(min_length=1, max_length=64)
+    priority: Priority
+    device_id: str | None = Field(default=None, max_length=128)
+    occurred_at: datetime
+    received_at: datetime
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class IngestRequest(BaseModel):
+    """The body of `POST /v1/ingest`."""
+
+    gateway_id: str
+    sent_at: datetime
+    events: list[WireEvent] = Field(max_length=10000)
