@@ -1,9 +1,9 @@
 """The processes a benchmark runs, and what /proc says about them.
 
-The broker, the reference central and the gateway are the tests' own wrappers
-(tests/support.py), so that the bench starts them exactly as the tests and an operator do. The
-broker gets a configuration of its own (no queue limit: a benchmark must not lose messages to
-the broker's per-client cap), and the no-op receiver and Node-RED are started here.
+The broker, the reference central and the gateway are the lab's wrappers (lab/processes.py),
+so that the bench starts them exactly as the tests and an operator do. The broker gets a
+configuration of its own (no queue limit: a benchmark must not lose messages to the broker's
+per-client cap), and the no-op receiver and Node-RED are started here.
 """
 
 from __future__ import annotations

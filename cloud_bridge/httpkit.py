@@ -9,7 +9,13 @@ import json
 from aiohttp import web
 
 from cloud_bridge.config import CentralConfig
-from mashang.signing import GATEWAY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, check_signature
+from mashang.signing import (
+    GATEWAY_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    Refusal,
+    check_signature,
+)
 
 CONFIG_KEY = web.AppKey("config", CentralConfig)
 
@@ -22,18 +28,23 @@ def json_error(error: type[web.HTTPError], reason: str) -> web.HTTPError:
     return error(text=json.dumps({"error": reason}), content_type="application/json")
 
 
-def authenticate(request: web.Request, body: bytes) -> tuple[str | None, str | None]:
+def refuse(refusal: Refusal) -> web.Response:
+    """401 for a gateway's request: the words, and the stable code tools match on."""
+    return web.json_response({"error": refusal.text, "code": refusal}, status=401)
+
+
+def authenticate(request: web.Request, body: bytes) -> tuple[str | None, Refusal | None]:
     """(gateway id, None) for an authentic request, else (None, why not)."""
     gateway_id = request.headers.get(GATEWAY_HEADER)
     timestamp = request.headers.get(TIMESTAMP_HEADER)
     claimed = request.headers.get(SIGNATURE_HEADER)
     if not gateway_id or not timestamp or not claimed:
-        return None, "missing signature headers"
+        return None, Refusal.MISSING_HEADERS
     key = request.app[CONFIG_KEY].gateway_key(gateway_id)
     if key is None:
-        return None, "unknown gateway"
-    reason = check_signature(key, timestamp, body, claimed)
-    return (None, reason) if reason else (gateway_id, None)
+        return None, Refusal.UNKNOWN_GATEWAY
+    refusal = check_signature(key, timestamp, body, claimed)
+    return (None, refusal) if refusal else (gateway_id, None)
 
 
 def require_admin(request: web.Request) -> None:

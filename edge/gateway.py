@@ -20,16 +20,16 @@ from typing import Any
 
 import aiohttp
 
-from edge.buffer.outbox import ALERT
+from edge.buffer.outbox import EventClass, Outbox, OutboxUsage
 from edge.config import GatewayConfig
 from edge.downlink.feedback import Feedback
 from edge.downlink.poll import Downlink
 from edge.events import Event
+from edge.ops.facts import GatewayFacts
 from edge.ops.http import make_status_app, start_site
-from edge.ops.metrics import CountingOutbox
 from edge.ops.operations import Operations
 from edge.registry_store import RegistryStore
-from edge.sink.central import ssl_context
+from edge.sink.central import CentralHealth, ssl_context
 from edge.sink.fallback import Fallback
 from edge.sink.uplink import Uplink
 from edge.source.mqtt import Ingest, Received
@@ -54,8 +54,10 @@ class Gateway:
         data_dir = config.gateway.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         key = config.central_key()
-        self.outbox = CountingOutbox(
-            data_dir / OUTBOX_FILE, max_bytes=config.outbox.max_bytes, log_ttl=config.outbox.log_ttl
+        self.outbox_usage = OutboxUsage()
+        self.outbox = Outbox(
+            data_dir / OUTBOX_FILE, max_bytes=config.outbox.max_bytes,
+            log_ttl=config.outbox.log_ttl, usage=self.outbox_usage,
         )
         self.registry_store = RegistryStore(data_dir / REGISTRY_FILE)
         self.rules = Rules(config.rules, self.registry_store.load(), data_dir / DEVICES_FILE)
@@ -88,15 +90,41 @@ class Gateway:
             alert_resolved=self._alert_resolved,
             cursor_path=data_dir / CURSOR_FILE,
         )
+        self.central_health = CentralHealth()
         self.fallback = Fallback(
-            config.fallback, self.outbox, self.uplink.health, config.gateway.id
+            config.fallback, self.outbox, self.central_health, config.gateway.id
         )
-        self.ops = Operations(self, config_path, log_level)
+        self.ops = Operations(self._facts(), config, config_path, log_level)
+
+    def _facts(self) -> GatewayFacts:
+        """What operations may see of the stages (edge.ops.facts)."""
+        config = self.config
+        return GatewayFacts(
+            gateway_id=config.gateway.id,
+            broker_address=f"{config.mqtt.host}:{config.mqtt.port}",
+            broker=self.ingest,
+            central=self.central_health,
+            uplink=self.uplink.counts,
+            outbox_usage=self.outbox_usage,
+            outbox_stats=self.outbox.stats,
+            waiting_alerts=self._waiting_alerts,
+            pipeline_full=lambda: self.pipeline.full,
+            committed_messages=lambda: self.pipeline.committed_messages,
+            devices=self.rules.device_snapshot,
+            fallback_active=lambda: self.fallback.active,
+            fallback_waiting=lambda: self.fallback.waiting,
+            on_commit_thread=self.pipeline.call_soon,
+            use_registry=self.rules.replace_registry,
+            registry_store=self.registry_store,
+        )
+
+    def _waiting_alerts(self, limit: int) -> list[dict[str, Any]]:
+        return [json.loads(item.body) for item in self.outbox.peek(EventClass.ALERT, limit)]
 
     # -- hand-offs between stages -----------------------------------------------------------
 
     def _received(self, received: Received) -> None:
-        self.ops.received(received)
+        self.ops.received(received.messages)
         self.pipeline.submit(received)
 
     def _committed(self, events: list[Event]) -> None:
@@ -135,40 +163,6 @@ class Gateway:
 
         self.pipeline.call_soon(deny)
 
-    # -- what the HTTP listener shows --------------------------------------------------------
-
-    def live(self) -> tuple[bool, dict[str, Any]]:
-        subscribed = self.ingest.subscribed.is_set()
-        ok, detail = self.ops.live()
-        return ok, {"broker": "subscribed" if subscribed else "not subscribed", **detail}
-
-    def ready(self) -> tuple[bool, dict[str, Any]]:
-        return self.ops.ready()
-
-    def metrics(self, accept: str | None) -> tuple[bytes, str]:
-        return self.ops.metrics_text(accept)
-
-    def page(self) -> dict[str, Any]:
-        stats = self.outbox.stats()
-        health = self.uplink.health
-        alerts = self.fallback.waiting or [
-            json.loads(item.body) for item in self.outbox.peek(ALERT, 50)
-        ]
-        return {
-            **self.ops.page_extras(),
-            "gateway_id": self.config.gateway.id,
-            "fallback": self.fallback.active,
-            "alerts": alerts,
-            "facts": {
-                "broker": "connected" if self.ingest.connected else "disconnected",
-                "central": "unreachable: " + (health.last_error or "")
-                if health.failing_since else "reachable",
-                "outbox alerts": stats.alerts.events,
-                "outbox logs": stats.logs.events,
-                "dead letters": stats.dead_letters,
-            },
-        }
-
     # -- running ------------------------------------------------------------------------------
 
     async def run(self) -> int:
@@ -181,7 +175,7 @@ class Gateway:
                                        priority="low")])
         page_password = self.config.http.page_password
         runner = await start_site(
-            make_status_app(self, page_password.get_secret_value() if page_password else None),
+            make_status_app(self.ops, page_password.get_secret_value() if page_password else None),
             self.config.http.host, self.config.http.port,
         )
         connector = aiohttp.TCPConnector(ssl=ssl_context(self.config.central.ca_file))

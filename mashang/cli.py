@@ -16,11 +16,11 @@ __all__ = ["COMMANDS", "main"]
 
 # command → (module that adds its parser with `add_parser(subparsers, name)`, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "gateway": ("edge.commands", "run the edge gateway in the foreground"),
-    "outbox": ("edge.commands", "show the outbox: depth per class, oldest, dead letters"),
-    "doctor": ("edge.commands",
+    "gateway": ("edge.cli", "run the edge gateway in the foreground"),
+    "outbox": ("edge.cli", "show the outbox: depth per class, oldest, dead letters"),
+    "doctor": ("edge.cli",
                "check broker, central, key, clock, disk and registry; say how to fix"),
-    "central": ("cloud_bridge.commands_cli", "run the reference central endpoint"),
+    "central": ("cloud_bridge.cli", "run the reference central endpoint"),
     "codes": ("cloud_bridge.issuing.cli", "signing keys and placard/household codes"),
     "registry": ("cloud_bridge.registry.admin", "the central's registry: import, export, keys"),
     "butler": ("cloud_bridge.console.butler_admin", "butlers' console accounts"),
@@ -60,8 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser(command)
     except ModuleNotFoundError as exc:
-        print(f"mashang {command}: not available in this installation ({exc.name} is missing)",
-              file=sys.stderr)
+        hint = "; the demo runs from a clone of the project: ./scripts/demo" * (command == "demo")
+        print(f"mashang {command}: not available in this installation ({exc.name} is missing"
+              f"{hint})", file=sys.stderr)
         return 2
     args = parser.parse_args(words)
     from mashang.logs import configure

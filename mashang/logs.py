@@ -124,9 +124,9 @@ def _thread_died(args: threading.ExceptHookArgs) -> None:
     if args.exc_type is SystemExit:
         return
     name = args.thread.name if args.thread is not None else "?"
-    logging.getLogger("edge.threads").critical(
-        "thread %s died", name, exc_info=(args.exc_type, args.exc_value, args.exc_traceback)
-    )
+    # The exception carries its type and traceback (the hook's exc_type and exc_traceback are
+    # taken from it); exc_value is None only when the hook is called by hand.
+    logging.getLogger("edge.threads").critical("thread %s died", name, exc_info=args.exc_value)
 
 
 def set_level(level: str) -> str:

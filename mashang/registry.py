@@ -7,7 +7,7 @@ and codes are valid where. The central is its source of truth and sends it whole
 from __future__ import annotations
 
 from datetime import time
-from typing import Literal
+from typing import Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -112,10 +112,11 @@ class Registry(Entry):
 
     @field_validator("butlers", "buildings", "buttons", "households", "zones", "scanners", "stalls")
     @classmethod
-    def _unique_ids(cls, entries: list) -> list:
+    def _unique_ids(cls, entries: list[Entry]) -> list[Entry]:
         seen: set[str] = set()
         for entry in entries:
-            key = getattr(entry, "id", None) or entry.device_id
+            # Keyed by id, except buttons and scanners: by device_id.
+            key = getattr(entry, "id", None) or cast("Button | Scanner", entry).device_id
             if key in seen:
                 raise ValueError(f"duplicate id {key!r}")
             seen.add(key)

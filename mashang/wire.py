@@ -14,7 +14,21 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["EVENT_NAMESPACE", "IngestRequest", "Kind", "Priority", "WireEvent", "event_id"]
+from mashang.signing import Refusal
+
+__all__ = [
+    "EVENT_NAMESPACE",
+    "Command",
+    "CommandPage",
+    "CommandType",
+    "ErrorBody",
+    "IngestRequest",
+    "IngestResult",
+    "Kind",
+    "Priority",
+    "WireEvent",
+    "event_id",
+]
 
 Kind = Literal["alert", "log"]
 Priority = Literal["critical", "high", "normal", "low"]
@@ -58,3 +72,41 @@ class IngestRequest(BaseModel):
     gateway_id: str
     sent_at: datetime
     events: list[WireEvent] = Field(max_length=10000)
+
+
+# -- the central's answers (PROTOCOL §3, §4) ------------------------------------------------
+
+CommandType = Literal["feedback", "registry.replace", "placard.revoke"]
+
+
+class IngestResult(BaseModel):
+    """The 200 answer to `POST /v1/ingest`: every id in the batch is now safe, new ones under
+    accepted, ids the central already held under duplicates."""
+
+    accepted: list[str]
+    duplicates: list[str]
+
+
+class ErrorBody(BaseModel):
+    """The body of every refusal the central answers (4xx)."""
+
+    error: str
+    # Why a request's signature was refused (401), as a stable code a tool can match.
+    code: Refusal | None = None
+
+
+class Command(BaseModel):
+    """One command for a gateway; each type carries its own fields beside these."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    type: CommandType
+
+
+class CommandPage(BaseModel):
+    """The answer to `GET /v1/gateways/{gateway_id}/commands`: the commands after the cursor
+    (possibly none), and the cursor to poll with next."""
+
+    cursor: str
+    commands: list[Command]

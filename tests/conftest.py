@@ -8,6 +8,25 @@ from playwright.sync_api import Browser, sync_playwright
 
 from tests.helpers.support import Broker, Central, Gateway
 
+# Every test is exactly one kind (pyproject.toml's markers say what each means); `-m unit` is
+# the in-process suite that runs in seconds, `-m system` the one on real processes.
+TEST_KINDS = ("unit", "system")
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects anything, so no test escapes the check
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    wrong = []
+    for item in items:
+        kinds = sorted({mark.name for mark in item.iter_markers() if mark.name in TEST_KINDS})
+        if len(kinds) != 1:
+            wrong.append(f"{item.nodeid}: {' and '.join(kinds) or 'neither'}")
+    if wrong:
+        raise pytest.UsageError(
+            "each test must be marked either unit or system (pytestmark = pytest.mark.unit or "
+            "pytest.mark.system at the top of its file, or a decorator on the test), "
+            "not neither nor both:\n  " + "\n  ".join(wrong)
+        )
+
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:

@@ -92,6 +92,7 @@ def identity_of(message: DeviceMessage) -> str:
 # emergency); battery (%) and linkquality (lqi) are published in the same state object.
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("action", "expected"),
     [
@@ -117,12 +118,14 @@ def test_zigbee2mqtt_actions_are_presses(action, expected):
         assert "native_action" not in message.fields
 
 
+@pytest.mark.unit
 def test_the_documented_payload_of_a_wireless_switch():
     message = press("zigbee2mqtt/bedroom-button", '{\n  "action": "single"\n}')
     assert message.payload.action == "single"
     assert message.payload.ts is None, "occurred_at falls back to the receive time"
 
 
+@pytest.mark.unit
 def test_battery_and_linkquality_travel_with_the_press():
     payload = {"action": "hold", "battery": 87, "linkquality": 120, "voltage": 2995}
     message = press("zigbee2mqtt/bedroom-button", json.dumps(payload))
@@ -132,12 +135,14 @@ def test_battery_and_linkquality_travel_with_the_press():
     assert message.fields["voltage"] == 2995
 
 
+@pytest.mark.unit
 def test_a_press_is_never_rejected_for_its_battery_reading():
     message = press("zigbee2mqtt/bedroom-button", '{"action": "single", "battery": 155.5}')
     assert message.payload.battery is None
     assert message.fields["native_battery"] == 155.5
 
 
+@pytest.mark.unit
 def test_button_numbers_and_names_in_actions():
     # e.g. Moes ERS-10TZBVB-AA: 1_single, 1_double, 1_hold; Aqara double rocker: single_left
     assert press("zigbee2mqtt/bedroom-button", '{"action": "1_hold"}').payload.action == "long"
@@ -145,6 +150,7 @@ def test_button_numbers_and_names_in_actions():
     assert left.payload.action == "double"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("action", ["release", "hold_release", "1_release", "brightness_stop", ""])
 def test_releases_are_not_presses(action):
     """`release` ends a hold; "" is what legacy_action_sensor publishes after each action."""
@@ -154,12 +160,14 @@ def test_releases_are_not_presses(action):
     assert translated("zigbee2mqtt/0x00158d0001a2b3c4", payload) == []  # unlisted: nothing
 
 
+@pytest.mark.unit
 def test_a_declared_button_never_goes_unheard_an_unknown_device_does():
     assert press("zigbee2mqtt/bedroom-button", '{"action": "toggle"}').payload.action == "single"
     assert translated("zigbee2mqtt/kitchen-remote", '{"action": "toggle"}') == []
     assert translated("zigbee2mqtt/kitchen-remote", '{"action": "on_hold"}') == []
 
 
+@pytest.mark.unit
 def test_battery_and_linkquality_reports_of_a_listed_button_are_heartbeats():
     report = status("zigbee2mqtt/bedroom-button", '{"battery": 64, "linkquality": 87}')
     assert report.device_id == "btn-0042"
@@ -168,6 +176,7 @@ def test_battery_and_linkquality_reports_of_a_listed_button_are_heartbeats():
     assert report.fields["linkquality"] == 87
 
 
+@pytest.mark.unit
 def test_reports_of_unlisted_devices_are_ignored():
     # A light on the same network: https://www.zigbee2mqtt.io/guide/usage/mqtt_topics_and_messages.html
     light = '{"state": "ON", "brightness": 215, "color_temp": 325}'
@@ -175,6 +184,7 @@ def test_reports_of_unlisted_devices_are_ignored():
     assert translated("zigbee2mqtt/hall-light/availability", '{"state":"online"}') == []
 
 
+@pytest.mark.unit
 def test_a_native_field_under_a_canonical_name_is_kept_aside():
     report = status("zigbee2mqtt/bedroom-button", '{"state": "ON", "battery": 50}')
     assert report.payload.state == "online"
@@ -186,6 +196,7 @@ def test_a_native_field_under_a_canonical_name_is_kept_aside():
 # versions, plain online/offline with `advanced.legacy_availability_payload: true`.
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("payload", "state"),
     [
@@ -202,6 +213,7 @@ def test_zigbee2mqtt_availability_in_both_forms(payload, state):
     assert message.fields["retained"] is True
 
 
+@pytest.mark.unit
 def test_friendly_names_with_folders_and_spaces():
     assert press("zigbee2mqtt/flat3/hall", '{"action": "single"}').device_id == "btn-0044"
     away = status("zigbee2mqtt/flat3/hall/availability", '{"state":"offline"}')
@@ -209,6 +221,7 @@ def test_friendly_names_with_folders_and_spaces():
     assert press("zigbee2mqtt/Kitchen SOS", '{"action": "emergency"}').device_id == "btn-0043"
 
 
+@pytest.mark.unit
 def test_unlisted_devices_press_under_their_own_name():
     default = press("zigbee2mqtt/0x00158d0001a2b3c4", '{"action": "single"}')
     assert default.device_id == "0x00158d0001a2b3c4"
@@ -219,11 +232,13 @@ def test_unlisted_devices_press_under_their_own_name():
     assert translated("zigbee2mqtt/0x00158d0001a2b3c4", '{"action":"single"}', config=strict) == []
 
 
+@pytest.mark.unit
 def test_zigbee2mqtt_bridge_topics_are_not_devices():
     assert translated("zigbee2mqtt/bridge/state", '{"state":"online"}') == []
     assert translated("zigbee2mqtt/bridge", "{}") == []
 
 
+@pytest.mark.unit
 def test_two_real_presses_with_the_same_bytes_stay_two():
     first = press("zigbee2mqtt/bedroom-button", '{"action":"single"}', at=NOW)
     second = press("zigbee2mqtt/bedroom-button", '{"action":"single"}', at=LATER)
@@ -232,6 +247,7 @@ def test_two_real_presses_with_the_same_bytes_stay_two():
     assert identity_of(again) == identity_of(first), "deterministic for one receive time"
 
 
+@pytest.mark.unit
 def test_last_seen_makes_a_redelivered_press_the_same_event():
     # advanced.last_seen: ISO_8601 (https://www.zigbee2mqtt.io/guide/configuration/)
     payload = '{"action":"single","battery":100,"last_seen":"2026-11-29T12:00:00.123+08:00"}'
@@ -243,6 +259,7 @@ def test_last_seen_makes_a_redelivered_press_the_same_event():
     assert epoch.payload.ts == datetime.fromtimestamp(1795982400.123, UTC)
 
 
+@pytest.mark.unit
 def test_a_retained_action_is_old_state_not_a_press():
     # A device with `retain: true` leaves its last action on the broker.
     assert translated("zigbee2mqtt/bedroom-button", '{"action":"single"}', retained=True) == []
@@ -251,6 +268,7 @@ def test_a_retained_action_is_old_state_not_a_press():
     assert old.fields["retained"] is True, "same identity as when it was new: a duplicate"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("topic", "payload", "reason"),
     [
@@ -276,6 +294,7 @@ def test_zigbee2mqtt_junk_is_rejected_not_raised(topic, payload, reason):
 # https://github.com/enesbcs/Shelly_MQTT/issues/56 ({"event":"SL","event_cnt":31}...).
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("event", "expected"),
     [("S", "single"), ("SS", "double"), ("SSS", "double"), ("L", "long"), ("SL", "long"),
@@ -291,11 +310,13 @@ def test_shelly_gen1_input_events_are_presses(event, expected):
     assert message.fields["adapter"] == "shelly-gen1"
 
 
+@pytest.mark.unit
 def test_shelly_gen1_empty_event_is_not_a_press():
     topic = "shellies/shellyix3-A4CF12F454A1/input_event/0"
     assert translated(topic, '{"event":"","event_cnt":21}') == []
 
 
+@pytest.mark.unit
 def test_shelly_gen1_inputs_map_to_their_own_buttons():
     topic = "shellies/shellyix3-A4CF12F454A1/input_event/2"
     assert press(topic, '{"event":"S","event_cnt":5}').device_id == "btn-0051"
@@ -305,6 +326,7 @@ def test_shelly_gen1_inputs_map_to_their_own_buttons():
     assert other.fields["input"] == 0
 
 
+@pytest.mark.unit
 def test_shelly_gen1_event_cnt_is_the_identity():
     """Gen1 re-publishes the last event with every status update (the same event_cnt):
     https://github.com/bieniu/ha-shellies-discovery/issues/91. It must stay one event."""
@@ -316,6 +338,7 @@ def test_shelly_gen1_event_cnt_is_the_identity():
     assert identity_of(nxt) != identity_of(first)
 
 
+@pytest.mark.unit
 def test_repeat_filter_drops_gen1_republications():
     repeats = RepeatFilter()
     topic = "shellies/shellybutton1-E8DB84AA1234/input_event/0"
@@ -327,6 +350,7 @@ def test_repeat_filter_drops_gen1_republications():
     assert len(translated(other, '{"event":"SS","event_cnt":5}', repeats=repeats)) == 1
 
 
+@pytest.mark.unit
 def test_repeat_filter_forgets_the_oldest():
     repeats = RepeatFilter(capacity=2)
     assert not repeats.repeated("a", 0, "S", 1)
@@ -336,6 +360,7 @@ def test_repeat_filter_forgets_the_oldest():
     assert repeats.repeated("c", 0, "S", 1)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("payload", "state"), [("true", "online"), ("false", "offline")])
 def test_shelly_gen1_online(payload, state):
     message = status("shellies/shellybutton1-E8DB84AA1234/online", payload, retained=True)
@@ -343,6 +368,7 @@ def test_shelly_gen1_online(payload, state):
     assert message.payload.state == state
 
 
+@pytest.mark.unit
 def test_shelly_online_concerns_every_mapped_input():
     found = translated("shellies/shellyix3-A4CF12F454A1/online", "false")
     assert [m.device_id for m in found] == ["btn-0051"]
@@ -350,12 +376,14 @@ def test_shelly_online_concerns_every_mapped_input():
     assert translated("shellies/shelly1-10521C454394/online", "true") == [], "not listed"
 
 
+@pytest.mark.unit
 def test_shelly_button1_battery():
     # shellies/shellybutton1-<id>/sensor/battery: the charge in %, a plain number
     message = status("shellies/shellybutton1-E8DB84AA1234/sensor/battery", "87")
     assert message.payload.battery == 87 and message.payload.state == "online"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("topic", "payload", "reason"),
     [
@@ -371,6 +399,7 @@ def test_shelly_gen1_junk_is_rejected(topic, payload, reason):
     assert reason in rejected(topic, payload).rejection
 
 
+@pytest.mark.unit
 def test_other_gen1_topics_are_not_adapter_messages():
     assert translate("shellies/announce", b"{}", NOW, CONFIG) is None
     assert translate("shellies/shelly1-10521C454394/relay/0", b"on", NOW, CONFIG) is None
@@ -396,6 +425,7 @@ def input_event(event: str, channel: int = 0, ts: float = 1631266595.43) -> dict
     return {"component": f"input:{channel}", "id": channel, "event": event, "ts": ts}
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("event", "expected"),
     [("single_push", "single"), ("double_push", "double"), ("triple_push", "double"),
@@ -413,12 +443,14 @@ def test_shelly_gen2_notify_event_pushes_are_presses(event, expected):
     assert message.fields["adapter"] == "shelly-gen2"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("event", ["btn_down", "btn_up", "toggle_on"])
 def test_shelly_gen2_button_edges_are_not_presses(event):
     frame = notify_event(input_event(event))
     assert translated("shellyplusi4-a8032ab12345/events/rpc", frame) == []
 
 
+@pytest.mark.unit
 def test_shelly_gen2_ts_is_the_identity():
     frame = notify_event(input_event("single_push"))
     first = press("shellyplusi4-a8032ab12345/events/rpc", frame, at=NOW)
@@ -428,6 +460,7 @@ def test_shelly_gen2_ts_is_the_identity():
     assert identity_of(press("shellyplusi4-a8032ab12345/events/rpc", later)) != identity_of(first)
 
 
+@pytest.mark.unit
 def test_shelly_gen2_several_events_in_one_frame():
     frame = notify_event(
         input_event("btn_down", 1), input_event("single_push", 1), input_event("long_push", 3),
@@ -438,6 +471,7 @@ def test_shelly_gen2_several_events_in_one_frame():
     assert len({identity_of(m) for m in found}) == 2
 
 
+@pytest.mark.unit
 def test_shelly_gen2_status_notifications_are_not_presses():
     # NotifyStatus example from the Notifications page
     frame = {"src": "shellypro4pm-f008d1d8b8b8", "dst": "user_1", "method": "NotifyStatus",
@@ -446,12 +480,14 @@ def test_shelly_gen2_status_notifications_are_not_presses():
     assert translated("shellypro4pm-f008d1d8b8b8/events/rpc", json.dumps(frame)) == []
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("payload", "state"), [("true", "online"), ("false", "offline")])
 def test_shelly_gen2_online(payload, state):
     message = status("shellyplusi4-a8032ab12345/online", payload, retained=True)
     assert message.device_id == "btn-0060" and message.payload.state == state
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("payload", "reason"),
     [
@@ -465,6 +501,7 @@ def test_shelly_gen2_junk_is_rejected(payload, reason):
     assert reason in message.rejection and message.device_id == "btn-0060"
 
 
+@pytest.mark.unit
 def test_mashang_topics_are_not_adapter_topics():
     assert translate(f"{ROOT}/buttons/btn-1/events", b"{}", NOW, CONFIG) is None
     assert translate(f"{ROOT}/buttons/btn-1/status", b"{}", NOW, CONFIG) is None
@@ -474,6 +511,7 @@ def test_mashang_topics_are_not_adapter_topics():
 # -- configuration and subscriptions --------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_default_subscriptions():
     assert adapter_subscriptions(AdaptersSection()) == [
         "zigbee2mqtt/+",
@@ -483,6 +521,7 @@ def test_default_subscriptions():
     assert adapter_subscriptions(AdaptersSection(enabled=False)) == []
 
 
+@pytest.mark.unit
 def test_listed_devices_add_their_status_topics_without_overlaps():
     filters = adapter_subscriptions(CONFIG)
     assert "zigbee2mqtt/bedroom-button/availability" in filters
@@ -500,6 +539,7 @@ def test_listed_devices_add_their_status_topics_without_overlaps():
                 assert not same, f"{wide} covers {narrow}"
 
 
+@pytest.mark.unit
 def test_only_listed_devices_when_unlisted_are_refused():
     strict = AdaptersSection(
         accept_unlisted=False, shelly_gen2=False,
@@ -515,6 +555,7 @@ def test_only_listed_devices_when_unlisted_are_refused():
     assert press("z2m/bedroom-button", '{"action":"single"}', config=strict).device_id == "btn-0042"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "section",
     [
@@ -537,6 +578,7 @@ def test_configuration_mistakes_are_errors(section):
 # -- end to end, through a real broker ------------------------------------------------------
 
 
+@pytest.mark.system
 def test_a_zigbee2mqtt_press_reaches_the_central(broker, central, make_gateway):
     """A Zigbee2MQTT button's hold, published as Zigbee2MQTT publishes it, arrives at the
     central as a critical button.press of the device id it is mapped to; its availability

@@ -28,6 +28,8 @@ from tests.helpers.console import (
 )
 from tests.helpers.support import Central, wait_for
 
+pytestmark = pytest.mark.system
+
 
 @pytest.fixture
 def central(tmp_path: Path) -> Iterator[Central]:

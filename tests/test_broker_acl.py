@@ -27,6 +27,8 @@ import pytest
 from tests.helpers.secure_broker import Client, SecureBroker, clients
 from tests.helpers.support import Gateway, refusal_tally, set_option, wait_for
 
+pytestmark = pytest.mark.system
+
 ROOT = "mashang/v1"
 ACCOUNTS = {
     "mashang-gateway": "gw-pass-3b1f",

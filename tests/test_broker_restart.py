@@ -8,7 +8,11 @@ import os
 import signal
 import time
 
+import pytest
+
 from tests.helpers.support import device_topic, get_json, mosquitto_pub, wait_for
+
+pytestmark = pytest.mark.system
 
 PRESS_TYPES = {"button.press", "button.repeat"}
 

@@ -30,6 +30,8 @@ from tests.helpers.console import (
 from tests.helpers.e2e import ARTIFACTS, FeedbackLog, buttons, synced_gateway
 from tests.helpers.support import Broker, Central, Gateway, wait_for
 
+pytestmark = pytest.mark.system
+
 REGISTERED = [button["device_id"] for button in REGISTRY["buttons"]]
 UNKNOWN = "btn-9999"
 

@@ -14,6 +14,8 @@ import pytest
 from mashang.signing import GATEWAY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, signature
 from tests.helpers.support import ADMIN_TOKEN, GATEWAY_ID, GATEWAY_KEY
 
+pytestmark = pytest.mark.system
+
 
 def http(url: str, body: bytes | None = None, headers: dict | None = None) -> tuple[int, dict]:
     """(status, JSON answer) of a real HTTP request; error statuses are answers too."""

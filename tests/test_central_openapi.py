@@ -32,6 +32,8 @@ from cloud_bridge.receiver.openapi import DOCUMENT
 from mashang.signing import signed_headers
 from tests.helpers.support import ADMIN_TOKEN, GATEWAY_ID, GATEWAY_KEY, Central, get_json
 
+pytestmark = pytest.mark.system
+
 EXAMPLES = int(os.environ.get("MASHANG_API_EXAMPLES", "30"))
 TIMEOUT = 30
 

@@ -19,6 +19,8 @@ import pytest
 from mashang.signing import GATEWAY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, signature
 from tests.helpers.support import ADMIN_TOKEN, Central, get_json, refusal_tally
 
+pytestmark = pytest.mark.system
+
 GW_A, KEY_A = "gw-a", "key-a-4f7c1d2e9b"
 GW_B, KEY_B = "gw-b", "key-b-8e3a6c0f51"
 refused, count_refusals = refusal_tally("at the central")

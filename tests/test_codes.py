@@ -147,6 +147,7 @@ def decode_png(path: Path) -> zxingcpp.Barcode:
     return found[0]
 
 
+@pytest.mark.system
 def test_every_bulk_placard_decodes_and_verifies(bulk: Path, issuer: Issuer) -> None:
     rows = manifest(bulk)
     assert len(rows) == BULK_SIZE + HOUSEHOLDS
@@ -180,6 +181,7 @@ def ink_rows(image: Image.Image, top: int, bottom: int) -> int:
     return sum(1 for y in range(band.height) if min(data[y * width : (y + 1) * width]) == 0)
 
 
+@pytest.mark.system
 def test_chinese_text_renders_on_png_and_pdf(bulk: Path) -> None:
     png = bulk / "stall-S00007.png"
     with Image.open(png) as image:
@@ -222,6 +224,7 @@ def pdf_page_pixels(path: Path) -> bytes:
     return b"".join(rows[offset + 1 : offset + stride] for offset in range(0, len(rows), stride))
 
 
+@pytest.mark.system
 def test_svg_keeps_chinese_text_and_the_qr(bulk: Path) -> None:
     svg = (bulk / "stall-S00007.svg").read_text(encoding="utf-8")
     for text in (
@@ -236,6 +239,7 @@ def test_svg_keeps_chinese_text_and_the_qr(bulk: Path) -> None:
     assert "一户一码" in household and "户号 H-0003" in household
 
 
+@pytest.mark.unit
 def test_single_stall_placard_from_the_cli(issuer: Issuer, tmp_path: Path) -> None:
     stall = ["--id", "S0017", "--name", "老王烤串", "--zone", "夜市A区", "--number", "17"]
     options = ["--hours", "17:00-23:30", "--generation", "2", "--days", "10"]
@@ -248,6 +252,7 @@ def test_single_stall_placard_from_the_cli(issuer: Issuer, tmp_path: Path) -> No
     assert row["expires"] == code.expires.isoformat()
 
 
+@pytest.mark.unit
 def test_cli_writes_nothing_when_a_csv_row_is_bad(issuer: Issuer, tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("id,name,zone,hours\nS1,甲,A区,17:00-23:30\nS2,乙,A区,5pm\n", encoding="utf-8")
@@ -259,6 +264,7 @@ def test_cli_writes_nothing_when_a_csv_row_is_bad(issuer: Issuer, tmp_path: Path
         requests_from_csv(bad, "stall", generation=1, valid_days=30)
 
 
+@pytest.mark.unit
 def test_longest_subject_id_fits_version_6_and_a_longer_one_is_refused(issuer: Issuer) -> None:
     fitting = issuer.url("household", "H" * 13)
     assert len(fitting) <= 154
@@ -268,6 +274,7 @@ def test_longest_subject_id_fits_version_6_and_a_longer_one_is_refused(issuer: I
         make_qr(issuer.url("household", "H" * 14))
 
 
+@pytest.mark.unit
 def test_missing_cjk_font_names_the_debian_package(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(FONT_ENV, raising=False)
     with pytest.raises(PlacardError, match=FONT_PACKAGE):
@@ -288,6 +295,7 @@ def rejection(issuer: Issuer, text: str, **kwargs) -> str:
     return caught.value.reason
 
 
+@pytest.mark.unit
 def test_one_character_flipped_anywhere_is_rejected(issuer: Issuer) -> None:
     url = issuer.url()
     token_start = url.rindex("/") + 1
@@ -298,26 +306,31 @@ def test_one_character_flipped_anywhere_is_rejected(issuer: Issuer) -> None:
     assert rejection(issuer, flip(url, len(url) - 20)) == "bad_signature"
 
 
+@pytest.mark.unit
 def test_signed_by_another_key_is_a_bad_signature(issuer: Issuer) -> None:
     forged = issuer.url(key=Ed25519PrivateKey.generate())
     assert rejection(issuer, forged) == "bad_signature"
 
 
+@pytest.mark.unit
 def test_a_stall_token_behind_the_household_path_is_a_bad_signature(issuer: Issuer) -> None:
     url = issuer.url("stall", "S0001")
     assert rejection(issuer, url.replace("/S/", "/H/")) == "bad_signature"
 
 
+@pytest.mark.unit
 def test_unknown_key_id(issuer: Issuer) -> None:
     assert rejection(issuer, issuer.url(key_id=9)) == "unknown_key"
 
 
+@pytest.mark.unit
 def test_expired_after_its_last_day(issuer: Issuer) -> None:
     url = issuer.url(expires=TODAY)
     assert issuer.verify(url).expires == TODAY
     assert rejection(issuer, url, today=TODAY + datetime.timedelta(days=1)) == "expired"
 
 
+@pytest.mark.unit
 def test_revoked_by_generation(issuer: Issuer) -> None:
     old, new = issuer.url(generation=1), issuer.url(generation=2)
     minimum = {("stall", "S0001"): 2}
@@ -329,6 +342,7 @@ def test_revoked_by_generation(issuer: Issuer) -> None:
         verify_code(old, issuer.keys, today=TODAY, min_generation=lambda kind, id_: 2, denied=())
 
 
+@pytest.mark.unit
 def test_denied_by_subject_kind_and_subject_or_token(issuer: Issuer) -> None:
     url = issuer.url()
     token = parse_code(url).token
@@ -337,6 +351,7 @@ def test_denied_by_subject_kind_and_subject_or_token(issuer: Issuer) -> None:
     assert issuer.verify(url, denied=frozenset({"household:S0001", "S0002"})).subject_id == "S0001"
 
 
+@pytest.mark.unit
 def test_random_junk_is_foreign_or_malformed_and_never_reaches_the_keys() -> None:
     rng = random.Random(4)
     printable = ["".join(rng.choices(string.printable, k=rng.randint(1, 300))) for _ in range(500)]
@@ -374,12 +389,14 @@ class UntouchableKeys(Mapping[int, bytes]):
         return 1
 
 
+@pytest.mark.unit
 def test_ten_kilobytes_is_too_long(issuer: Issuer) -> None:
     assert rejection(issuer, issuer.url() + "A" * 10_000) == "too_long"
     assert rejection(issuer, "码" * 10_000) == "too_long"
     assert rejection(issuer, "A" * 513) == "too_long"
 
 
+@pytest.mark.unit
 def test_non_ascii(issuer: Issuer) -> None:
     url = issuer.url()
     assert rejection(issuer, url[:-1] + "Ä") == "non_ascii"
@@ -387,6 +404,7 @@ def test_non_ascii(issuer: Issuer) -> None:
     assert rejection(issuer, url.replace("/S/", "／S／")) == "non_ascii"
 
 
+@pytest.mark.unit
 def test_malformed_tokens(issuer: Issuer) -> None:
     url = issuer.url()
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
@@ -403,6 +421,7 @@ def test_malformed_tokens(issuer: Issuer) -> None:
     assert rejection(issuer, code_url(BASE, "stall", signed)) == "malformed"
 
 
+@pytest.mark.unit
 def test_scanner_variations_of_a_valid_code_verify(issuer: Issuer) -> None:
     url = issuer.url("household", "H-0001")
     for text in (url, url.lower(), f"{url}\r\n", url.replace(BASE, "http://127.0.0.1:8080/x")):
@@ -410,6 +429,7 @@ def test_scanner_variations_of_a_valid_code_verify(issuer: Issuer) -> None:
         assert (code.kind, code.subject_id) == ("household", "H-0001")
 
 
+@pytest.mark.unit
 def test_expiry_is_stored_as_days_since_2020(issuer: Issuer) -> None:
     fields = decode_token(parse_code(issuer.url(expires=datetime.date(2030, 1, 1))).token)
     assert fields.expires == datetime.date(2030, 1, 1)
@@ -419,6 +439,7 @@ def test_expiry_is_stored_as_days_since_2020(issuer: Issuer) -> None:
 # Keys.
 
 
+@pytest.mark.unit
 def test_keygen_protects_the_private_key_and_rotation_keeps_old_codes_valid(
     tmp_path: Path,
 ) -> None:

@@ -13,6 +13,8 @@ import pytest
 from edge.config import CENTRAL_KEY_ENV
 from tests.helpers.support import GATEWAY_KEY, device_topic, free_port, mashang, publish, wait_for
 
+pytestmark = pytest.mark.system
+
 GOOD = {
     "gateway": 'id = "gw-test"\ndata_dir = "{data}"',
     "mqtt": 'host = "127.0.0.1"\nport = 1883',

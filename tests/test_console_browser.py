@@ -21,6 +21,8 @@ from tests.helpers.console import (
 )
 from tests.helpers.support import Central, wait_for
 
+pytestmark = pytest.mark.system
+
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 

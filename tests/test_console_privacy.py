@@ -23,6 +23,8 @@ from tests.helpers.console import (
 )
 from tests.helpers.support import Central, wait_for
 
+pytestmark = pytest.mark.system
+
 RESIDENT_FACTS = ("张秀英", "13900000007", "1201")
 
 

@@ -2,7 +2,8 @@
 time, and prove that every message the broker took reached the central exactly once.
 
 Real processes throughout: Mosquitto (persistent session), the real central behind a real
-HTTP hop (tests/central_proxy.py) and the gateway, killed with SIGKILL (no clean-up code runs).
+HTTP hop (tests/helpers/central_proxy.py) and the gateway, killed with SIGKILL (no clean-up
+code runs).
 A paho publisher sends button presses (alerts) and scans (logs) all along, across the kills.
 Each round picks the next moment in turn:
 
@@ -16,7 +17,7 @@ Each round picks the next moment in turn:
     after_answer    the 200 written back to the gateway, killed at once (racing the delete)
 
 After every kill, `PRAGMA integrity_check` on the outbox must say ok. At the end the checker
-(tests/crash_checker.py) maps each published message's seq to the event id PROTOCOL §2 fixes
+(tests/helpers/crash_checker.py) maps each published message's seq to the event id PROTOCOL §2 fixes
 for it and requires every one at the central exactly once, with no strays. The central must
 also have answered "duplicates" at least once: the after_central window was really crossed.
 
@@ -36,11 +37,14 @@ from collections import Counter
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import pytest
 
 from edge.gateway import OUTBOX_FILE
 from tests.helpers.central_proxy import CentralProxy
 from tests.helpers.crash_checker import Published, check_exactly_once, integrity
 from tests.helpers.support import Gateway, outbox_depth, wait_for
+
+pytestmark = pytest.mark.system
 
 ROUNDS = int(os.environ.get("MASHANG_CRASH_ROUNDS", "30"))
 MODES = ["random", "wal_grew", "startup", "before_forward", "after_central", "after_answer"]

@@ -19,6 +19,8 @@ from tests.helpers.support import (
     wait_for,
 )
 
+pytestmark = pytest.mark.system
+
 BUTTONS = [f"btn-{n:04d}" for n in range(8)]
 MESSAGES = 2000
 PRESS_TYPES = {"button.press", "button.repeat"}

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from edge.buffer.outbox import Outbox
 from edge.gateway import OUTBOX_FILE
 from tests.helpers.receiver import Receiver
@@ -17,6 +19,8 @@ from tests.helpers.support import (
     publish,
     wait_for,
 )
+
+pytestmark = pytest.mark.system
 
 BUTTONS = [f"btn-{n:04d}" for n in range(4)]
 PRESSES_PER_BUTTON = 30

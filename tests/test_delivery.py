@@ -8,6 +8,8 @@ import time
 import uuid
 from datetime import datetime
 
+import pytest
+
 from mashang.signing import (
     GATEWAY_HEADER,
     SIGNATURE_HEADER,
@@ -24,6 +26,8 @@ from tests.helpers.support import (
     set_option,
     wait_for,
 )
+
+pytestmark = pytest.mark.system
 
 PRESS_TYPES = {"button.press", "button.repeat"}
 

@@ -9,6 +9,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -16,6 +17,8 @@ from edge.gateway import REGISTRY_FILE
 from edge.registry_store import RegistryStore
 from mashang.registry import Building, Butler, Button, Registry, Resident
 from tests.helpers.support import GATEWAY_ID, Gateway, free_port, mashang, set_option
+
+pytestmark = pytest.mark.system
 
 
 def registry() -> Registry:

@@ -22,6 +22,8 @@ from tests.helpers.console import (
 )
 from tests.helpers.support import wait_for
 
+pytestmark = pytest.mark.system
+
 WANG, LI, DUTY = "butler:b-wang", "butler:b-li", "duty"
 
 

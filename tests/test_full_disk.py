@@ -34,6 +34,8 @@ from tests.helpers.crash_checker import Published, expected_id, integrity
 from tests.helpers.receiver import Receiver
 from tests.helpers.support import device_topic, mosquitto_pub, set_option, wait_for
 
+pytestmark = pytest.mark.system
+
 MiB = 1024 * 1024
 PAD = "x" * 4000
 PRESSES_EARLY = 50

@@ -235,6 +235,7 @@ def check_message(rules: Rules, topic: str, raw: bytes) -> list[dict]:
 RULES = Rules(RulesSection(), fuzz_registry(), None)
 
 
+@pytest.mark.unit
 @settings(max_examples=1000 * SCALE, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(topic=topics, raw=payloads)
@@ -248,6 +249,7 @@ def test_any_payload_on_any_topic_becomes_events_a_central_can_read(topic: str, 
     check_message(RULES, topic, raw)
 
 
+@pytest.mark.unit
 @settings(max_examples=1000 * SCALE, deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(text=st.one_of(
@@ -269,6 +271,7 @@ def test_any_scanned_text_is_verified_or_rejected_with_a_reason(text: str):
     raise AssertionError(f"an unsigned text was accepted: {text!r} -> {code}")
 
 
+@pytest.mark.unit
 @settings(max_examples=1000 * SCALE, deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(code=valid_codes, data=st.data())
@@ -323,6 +326,7 @@ e2e_topics = st.builds(
 )
 
 
+@pytest.mark.system
 def test_generated_payloads_through_broker_gateway_and_central(
     tmp_path: Path, broker, central, make_gateway
 ):

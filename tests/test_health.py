@@ -9,6 +9,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+import pytest
+
 from tests.helpers.support import (
     Broker,
     Central,
@@ -18,6 +20,8 @@ from tests.helpers.support import (
     set_option,
     wait_for,
 )
+
+pytestmark = pytest.mark.system
 
 
 def probe(port: int, path: str) -> tuple[int | None, dict[str, Any]]:

@@ -7,10 +7,14 @@ import base64
 import json
 import urllib.request
 
+import pytest
+
 from edge.gateway import REGISTRY_FILE
 from edge.registry_store import RegistryStore
 from mashang.registry import Building, Butler, Button, Registry, Resident
 from tests.helpers.support import device_topic, free_port, publish, set_option, wait_for
+
+pytestmark = pytest.mark.system
 
 PASSWORD = "duty-room-4321"
 

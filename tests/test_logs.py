@@ -10,6 +10,7 @@ import signal
 import threading
 
 import paho.mqtt.client as mqtt
+import pytest
 
 from edge.gateway import REGISTRY_FILE
 from edge.registry_store import RegistryStore
@@ -24,6 +25,7 @@ def json_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
+@pytest.mark.system
 def test_json_lines_without_secrets(broker, central, make_gateway):
     gateway = make_gateway(central.url)
     set_option(gateway.config, "http", "page_password", json.dumps(PAGE_PASSWORD))
@@ -48,6 +50,7 @@ def test_json_lines_without_secrets(broker, central, make_gateway):
     assert GATEWAY_KEY not in output and PAGE_PASSWORD not in output
 
 
+@pytest.mark.unit
 def test_the_redactor_on_real_log_records():
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
@@ -114,6 +117,7 @@ class Presser:
         self.client.loop_stop()
 
 
+@pytest.mark.system
 def test_sighup_reloads_registry_and_level_without_losing_a_press(broker, central,
                                                                   make_gateway):
     gateway = make_gateway(central.url)

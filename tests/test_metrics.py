@@ -7,10 +7,13 @@ from __future__ import annotations
 import json
 import urllib.request
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers.receiver import Receiver
 from tests.helpers.support import device_topic, mosquitto_pub, publish, set_option, wait_for
+
+pytestmark = pytest.mark.system
 
 POISONED_SEQ = 7
 

@@ -12,6 +12,8 @@ import pytest
 from tests.helpers.receiver import Receiver
 from tests.helpers.support import device_topic, mosquitto_pub, outbox_depth, publish, wait_for
 
+pytestmark = pytest.mark.system
+
 PHASES = ["refused", "http500", "hanging", "slow", "recovered"]
 # Messages published in the phases when nothing can be delivered.
 OUTAGE = {"refused", "http500", "hanging"}

@@ -33,12 +33,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from edge.buffer.outbox import ALERT, LOG, Leased, Outbox, OutboxFull
+from edge.buffer.outbox import EventClass, Leased, Outbox, OutboxFull
 from edge.events import Event
+
+pytestmark = pytest.mark.system
+
+ALERT, LOG = EventClass.ALERT, EventClass.LOG
 
 CAP = 64 * 1024
 TTL = 0.05

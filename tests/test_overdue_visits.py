@@ -7,6 +7,7 @@ import base64
 import datetime
 import time
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -21,6 +22,8 @@ from tests.helpers.console import (
     start_central,
 )
 from tests.helpers.support import ADMIN_TOKEN, wait_for
+
+pytestmark = pytest.mark.system
 
 OVERDUE_AFTER = 3.0
 KEY = Ed25519PrivateKey.generate()

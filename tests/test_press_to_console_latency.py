@@ -20,6 +20,8 @@ from tests.helpers.console import ConsoleClient, start_central
 from tests.helpers.e2e import ARTIFACTS, FeedbackLog, buttons, percentile, synced_gateway
 from tests.helpers.support import Broker, Central, Gateway, wait_for
 
+pytestmark = pytest.mark.system
+
 PRESSES = 50
 DEVICES = [f"btn-lat-{n:02d}" for n in range(PRESSES)]
 REGISTRY = {

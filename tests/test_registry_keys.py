@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
+
 from cloud_bridge.registry.file import RegistryFile
 from lab.processes import mashang
+
+pytestmark = pytest.mark.system
 
 
 def run(*args: str) -> subprocess.CompletedProcess:

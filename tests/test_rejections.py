@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.helpers.support import device_topic, publish, wait_for
+
+pytestmark = pytest.mark.system
 
 # (device id, payload, words the reason must contain) — one device per kind of bad input.
 BAD_INPUT: list[tuple[str, bytes, list[str]]] = [

@@ -20,6 +20,8 @@ from mashang.codes import code_url
 from mashang.registry import Community, Contact, Household, Registry, Scanner, Stall
 from tests.helpers.support import wait_for
 
+pytestmark = pytest.mark.system
+
 BASE = "HTTPS://M.DDP.CN"
 TODAY = datetime.date.today()
 

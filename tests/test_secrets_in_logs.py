@@ -22,6 +22,8 @@ import urllib.request
 from http.cookies import SimpleCookie
 from pathlib import Path
 
+import pytest
+
 from tests.helpers.secure_broker import SecureBroker, clients
 from tests.helpers.support import (
     ADMIN_TOKEN,
@@ -34,6 +36,8 @@ from tests.helpers.support import (
     set_option,
     wait_for,
 )
+
+pytestmark = pytest.mark.system
 
 SECRETS = {
     "central key": "Kc-7f3a9c51e2-central-key",

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -20,6 +21,8 @@ from cloud_bridge.issuing.keys import issue_token
 from cloud_bridge.receiver.store import Database
 from cloud_bridge.stalls.pages import StallPages, add_stall_routes
 from mashang.registry import Registry, Stall
+
+pytestmark = pytest.mark.system
 
 KEY = Ed25519PrivateKey.generate()
 EXPIRES = datetime.date.today() + datetime.timedelta(days=30)

@@ -25,6 +25,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -42,6 +43,8 @@ from tests.helpers.support import (
     set_option,
     wait_for,
 )
+
+pytestmark = pytest.mark.system
 
 
 def health(gateway: Gateway) -> tuple[int | None, dict | None]:

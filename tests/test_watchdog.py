@@ -19,6 +19,8 @@ import pytest
 from edge.gateway import OUTBOX_FILE
 from tests.helpers.support import device_topic, publish, wait_for
 
+pytestmark = pytest.mark.system
+
 WATCHDOG_USEC = 1_000_000  # fed every half second
 
 

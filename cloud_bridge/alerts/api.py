@@ -4,29 +4,29 @@ latency from the press reaching the gateway, and one alert's steps and webhook d
 from __future__ import annotations
 
 import asyncio
-from typing import Literal, cast
 
 from aiohttp import web
 
 from cloud_bridge.alerts.book import AlertBook
+from cloud_bridge.alerts.states import Listing
 from cloud_bridge.httpkit import int_param, json_error, require_admin
 from cloud_bridge.notify.webhooks import Notifier
 
 BOOK_KEY = web.AppKey("alert_book", AlertBook)
 NOTIFIER_KEY = web.AppKey("notifier", Notifier)
-STATES = ("open", "resolved", "all")
 
 
 async def list_alerts(request: web.Request) -> web.Response:
     require_admin(request)
-    state = request.query.get("state", "all")
-    if state not in STATES:
-        raise json_error(web.HTTPBadRequest, f"state must be one of {', '.join(STATES)}")
+    try:
+        which = Listing(request.query.get("state", Listing.ALL))
+    except ValueError:
+        raise json_error(web.HTTPBadRequest, f"state must be one of {', '.join(Listing)}") from None
     limit = int_param(request, "limit", 1000, 10000)
     alerts = await asyncio.to_thread(
         request.app[BOOK_KEY].listing,
         buildings=None,
-        which=cast(Literal["open", "resolved", "all"], state),
+        which=which,
         limit=limit,
         device_id=request.query.get("device_id"),
     )

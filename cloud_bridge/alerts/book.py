@@ -15,12 +15,13 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import time
 import uuid
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from typing import Any, Literal
 
+from cloud_bridge.alerts.clock import SYSTEM_CLOCK, Clock
+from cloud_bridge.alerts.states import OPEN_STATES, UNACKNOWLEDGED, AlertState, Listing, Step
 from cloud_bridge.commands.queue import enqueue, feedback_command
 from cloud_bridge.config import AlertsSection
 from cloud_bridge.receiver.store import Database
@@ -28,8 +29,6 @@ from cloud_bridge.receiver.store import Database
 log = logging.getLogger(__name__)
 
 PRIORITIES = ("low", "normal", "high", "critical")
-OPEN_STATES = ("raised", "notified", "acknowledged")
-UNACKNOWLEDGED = ("raised", "notified")
 
 # Who is paged for an alert (see routing.ladder): "butlers" is the building's escalation ladder,
 # "building" its primary butler alone, quietly; "inspection" the street office.
@@ -55,7 +54,7 @@ POLICIES: dict[str, Policy] = {
     # The stall rules (issue 4) live at the gateway; a violation they find goes to the street
     # office's inspection contact, never to the butlers, and does not escalate.
     "stall.violation": Policy("stall", "inspection", escalates=False, feedback=False),
-    # Raised by the central itself (cloud_bridge/visits.py): a quiet reminder to the butler.
+    # Raised by the central itself (cloud_bridge/visits/watch.py): a quiet reminder to the butler.
     "visit.overdue": Policy("visit", "building", escalates=False, feedback=False),
 }
 BY_CATEGORY = {policy.category: policy for policy in POLICIES.values()}
@@ -121,7 +120,7 @@ class Alert:
     type: str
     category: str
     priority: str
-    state: str
+    state: AlertState
     building: str | None
     presses: int
     escalations: int
@@ -144,6 +143,19 @@ class Alert:
     @property
     def is_open(self) -> bool:
         return self.state in OPEN_STATES
+
+    @property
+    def escalating(self) -> bool:
+        """Nobody has acknowledged the alert, and it has an escalation to come."""
+        return self.state in UNACKNOWLEDGED and self.next_escalation_at is not None
+
+    def escalation_due(self, now: float) -> bool:
+        """An escalation is to come, and its time (`next_escalation_at`) is `now` or past."""
+        return (
+            self.state in UNACKNOWLEDGED
+            and self.next_escalation_at is not None
+            and now >= self.next_escalation_at
+        )
 
     def latencies(self) -> dict[str, float | None]:
         """Seconds from the press reaching the gateway to each later step."""
@@ -170,6 +182,7 @@ SELECT = f"SELECT {', '.join(COLUMNS)} FROM alerts"
 def from_row(row: tuple) -> Alert:
     values = dict(zip(COLUMNS, row, strict=True))
     values["data"] = json.loads(values["data"])
+    values["state"] = AlertState(values["state"])
     return Alert(**values)
 
 
@@ -178,7 +191,7 @@ class Change:
     """What a book operation did, for the engine to act on (publish, page, wake gateways)."""
 
     alert: Alert
-    step: str
+    step: Step
     feedback_to: str | None = None  # a gateway for which a feedback command was queued
 
 
@@ -203,11 +216,16 @@ def moment(text: Any, fallback: float) -> float:
 
 
 def add_step(
-    db: sqlite3.Connection, alert_id: str, step: str, who: str | None, detail: dict | None = None
+    db: sqlite3.Connection,
+    at: float,
+    alert_id: str,
+    step: Step,
+    who: str | None,
+    detail: dict | None = None,
 ) -> None:
     db.execute(
         "INSERT INTO alert_steps (alert, step, who, at, detail) VALUES (?, ?, ?, ?, ?)",
-        (alert_id, step, who, time.time(), json.dumps(detail or {}, ensure_ascii=False)),
+        (alert_id, step, who, at, json.dumps(detail or {}, ensure_ascii=False)),
     )
 
 
@@ -248,10 +266,23 @@ class StoredEvent:
 
 
 class AlertBook:
-    def __init__(self, db: Database, settings: AlertsSection) -> None:
+    def __init__(
+        self, db: Database, settings: AlertsSection, *, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self._db = db
         self._settings = settings
+        self.clock = clock
         db.schema(SCHEMA)
+
+    def _step(
+        self,
+        db: sqlite3.Connection,
+        alert_id: str,
+        step: Step,
+        who: str | None,
+        detail: dict | None = None,
+    ) -> None:
+        add_step(db, self.clock(), alert_id, step, who, detail)
 
     # -- events in -------------------------------------------------------------------------
 
@@ -312,7 +343,7 @@ class AlertBook:
             type=body["type"],
             category=policy.category,
             priority=body["priority"],
-            state="raised",
+            state=AlertState.RAISED,
             building=building_of(data),
             presses=1 if policy is HELP else 0,
             escalations=0,
@@ -325,14 +356,14 @@ class AlertBook:
             ),
         )
         save(db, alert)
-        add_step(
+        self._step(
             db,
             alert.id,
-            "raised",
+            Step.RAISED,
             event.gateway_id,
             {"event": body["id"], "type": alert.type, "priority": alert.priority},
         )
-        return Change(alert, "raised")
+        return Change(alert, Step.RAISED)
 
     def _join(self, db: sqlite3.Connection, alert: Alert, event: StoredEvent) -> list[Change]:
         """A further event for an open alert: one more press, maybe a higher priority."""
@@ -348,22 +379,24 @@ class AlertBook:
             alert.gateway_alert_id = joined_id
             # The gateway opened a new alert of its own (its guard window had passed) while
             # ours was already acknowledged: tell the button that help is still coming.
-            if alert.state == "acknowledged" and alert.policy.feedback and alert.device_id:
-                feedback_to = self._feedback(db, alert, "acknowledged", alert.acknowledged_by)
+            if alert.state == AlertState.ACKNOWLEDGED and alert.policy.feedback and alert.device_id:
+                feedback_to = self._feedback(
+                    db, alert, AlertState.ACKNOWLEDGED, alert.acknowledged_by
+                )
         alert.gateway_id = event.gateway_id
         save(db, alert)
-        add_step(
+        self._step(
             db,
             alert.id,
-            "pressed",
+            Step.PRESSED,
             event.gateway_id,
             {"event": body["id"], "type": body["type"], "presses": alert.presses},
         )
-        changes = [Change(alert, "pressed", feedback_to)]
+        changes = [Change(alert, Step.PRESSED, feedback_to)]
         if alert.priority != before:
             detail = {"from": before, "to": alert.priority}
-            add_step(db, alert.id, "priority", event.gateway_id, detail)
-            changes.append(Change(alert, "priority"))
+            self._step(db, alert.id, Step.PRIORITY, event.gateway_id, detail)
+            changes.append(Change(alert, Step.PRIORITY))
         return changes
 
     # -- people act --------------------------------------------------------------------------
@@ -372,26 +405,26 @@ class AlertBook:
         """None when nothing changed (already acknowledged); LifecycleError when resolved."""
         with self._db.transaction() as db:
             alert = self._get(db, alert_id)
-            if alert is None or alert.state == "acknowledged":
+            if alert is None or alert.state == AlertState.ACKNOWLEDGED:
                 return None
-            if alert.state == "resolved":
+            if alert.state == AlertState.RESOLVED:
                 raise LifecycleError("the alert is already resolved")
-            alert.state = "acknowledged"
-            alert.acknowledged_at = time.time()
+            alert.state = AlertState.ACKNOWLEDGED
+            alert.acknowledged_at = self.clock()
             alert.acknowledged_by = name
             alert.next_escalation_at = None
             save(db, alert)
-            add_step(db, alert.id, "acknowledged", who, {"name": name})
+            self._step(db, alert.id, Step.ACKNOWLEDGED, who, {"name": name})
             feedback_to = None
             if alert.policy.feedback and alert.device_id and alert.gateway_alert_id:
-                feedback_to = self._feedback(db, alert, "acknowledged", name)
-        return Change(alert, "acknowledged", feedback_to)
+                feedback_to = self._feedback(db, alert, AlertState.ACKNOWLEDGED, name)
+        return Change(alert, Step.ACKNOWLEDGED, feedback_to)
 
     def resolve(self, alert_id: str, who: str, name: str) -> Change | None:
         """None when already resolved."""
         with self._db.transaction() as db:
             alert = self._get(db, alert_id)
-            if alert is None or alert.state == "resolved":
+            if alert is None or alert.state == AlertState.RESOLVED:
                 return None
             return self._resolve(db, alert, who, name, None)
 
@@ -403,34 +436,38 @@ class AlertBook:
         name: str | None,
         by_event: str | None,
     ) -> Change:
-        alert.state = "resolved"
-        alert.resolved_at = time.time()
+        alert.state = AlertState.RESOLVED
+        alert.resolved_at = self.clock()
         alert.resolved_by = name or who
         alert.next_escalation_at = None
         save(db, alert)
-        add_step(db, alert.id, "resolved", who, {"name": name, "event": by_event})
+        self._step(db, alert.id, Step.RESOLVED, who, {"name": name, "event": by_event})
         feedback_to = None
         if alert.policy.feedback and alert.device_id and alert.gateway_alert_id:
-            feedback_to = self._feedback(db, alert, "resolved", alert.resolved_by)
-        return Change(alert, "resolved", feedback_to)
+            feedback_to = self._feedback(db, alert, AlertState.RESOLVED, alert.resolved_by)
+        return Change(alert, Step.RESOLVED, feedback_to)
 
-    def _feedback(self, db: sqlite3.Connection, alert: Alert, state: str, by: str | None) -> str:
+    def _feedback(
+        self, db: sqlite3.Connection, alert: Alert, state: AlertState, by: str | None
+    ) -> str:
         assert alert.device_id and alert.gateway_alert_id
         command = feedback_command(alert.device_id, alert.gateway_alert_id, state, by)
         enqueue(db, alert.gateway_id, command)
-        add_step(
-            db, alert.id, "feedback", alert.gateway_id, {"state": state, "command": command["id"]}
-        )
+        detail = {"state": state, "command": command["id"]}
+        self._step(db, alert.id, Step.FEEDBACK, alert.gateway_id, detail)
         return alert.gateway_id
 
     # -- the engine reports ------------------------------------------------------------------
 
     def escalate(self, alert_id: str) -> Alert | None:
-        """Count one escalation of an alert nobody has acknowledged; None if that is over."""
+        """Count one escalation of an alert nobody has acknowledged, once its time has come by
+        the book's clock; None when nothing changed: acknowledged or resolved, escalated
+        enough, or not due yet (`next_escalation_at` then says when to ask again)."""
         settings = self._settings
         with self._db.transaction() as db:
             alert = self._get(db, alert_id)
-            if alert is None or alert.state not in UNACKNOWLEDGED:
+            now = self.clock()
+            if alert is None or not alert.escalation_due(now):
                 return None
             if alert.escalations >= settings.max_escalations:
                 alert.next_escalation_at = None
@@ -438,20 +475,20 @@ class AlertBook:
                 return None
             alert.escalations += 1
             last = alert.escalations >= settings.max_escalations
-            alert.next_escalation_at = None if last else time.time() + settings.escalate_after
+            alert.next_escalation_at = None if last else now + settings.escalate_after
             save(db, alert)
-            add_step(db, alert.id, "escalated", None, {"escalation": alert.escalations})
+            self._step(db, alert.id, Step.ESCALATED, None, {"escalation": alert.escalations})
         return alert
 
     def paged(self, alert_id: str, targets: list[str], escalation: int, webhooks: int) -> None:
         detail = {"targets": targets, "escalation": escalation, "webhooks": webhooks}
         with self._db.transaction() as db:
-            add_step(db, alert_id, "paged", None, detail)
+            self._step(db, alert_id, Step.PAGED, None, detail)
 
     def notified(self, alert_id: str, who: str, detail: dict[str, Any]) -> Change | None:
         """Someone was reached (a webhook took the message); a Change on the first time."""
         with self._db.transaction() as db:
-            add_step(db, alert_id, "notified", who, detail)
+            self._step(db, alert_id, Step.NOTIFIED, who, detail)
             return self._first_reach(db, alert_id)
 
     def pushed(self, alert_id: str, account: str) -> Change | None:
@@ -459,22 +496,22 @@ class AlertBook:
         with self._db.transaction() as db:
             updated = db.execute(
                 "UPDATE alerts SET pushed_at = ? WHERE id = ? AND pushed_at IS NULL",
-                (time.time(), alert_id),
+                (self.clock(), alert_id),
             ).rowcount
             if not updated:
                 return None
-            add_step(db, alert_id, "pushed", account, {"channel": "console"})
+            self._step(db, alert_id, Step.PUSHED, account, {"channel": "console"})
             return self._first_reach(db, alert_id)
 
     def _first_reach(self, db: sqlite3.Connection, alert_id: str) -> Change | None:
         alert = self._get(db, alert_id)
         if alert is None or alert.notified_at is not None:
             return None
-        alert.notified_at = time.time()
-        if alert.state == "raised":
-            alert.state = "notified"
+        alert.notified_at = self.clock()
+        if alert.state == AlertState.RAISED:
+            alert.state = AlertState.NOTIFIED
         save(db, alert)
-        return Change(alert, "notified")
+        return Change(alert, Step.NOTIFIED)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -494,7 +531,7 @@ class AlertBook:
         self,
         *,
         buildings: frozenset[str] | None,
-        which: Literal["open", "resolved", "all"],
+        which: Listing,
         limit: int,
         device_id: str | None = None,
     ) -> list[Alert]:
@@ -506,8 +543,9 @@ class AlertBook:
         if buildings is not None:
             query += f" AND building IN ({', '.join('?' for _ in buildings)})"
             params.extend(sorted(buildings))
-        if which != "all":
-            query += " AND open_key IS NOT NULL" if which == "open" else " AND open_key IS NULL"
+        if which != Listing.ALL:
+            open_only = which == Listing.OPEN
+            query += " AND open_key IS NOT NULL" if open_only else " AND open_key IS NULL"
         query += " ORDER BY COALESCE(resolved_at, raised_at) DESC LIMIT ?"
         params.append(limit)
         return [from_row(row) for row in self._db.rows(query, params)]

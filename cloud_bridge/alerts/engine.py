@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Coroutine
 from typing import Any
 
-from cloud_bridge.alerts.book import FEED_CHUNK, UNACKNOWLEDGED, Alert, AlertBook, Change
+from cloud_bridge.alerts.book import FEED_CHUNK, Alert, AlertBook, Change
+from cloud_bridge.alerts.clock import Clock
 from cloud_bridge.alerts.live import AlertBus
 from cloud_bridge.alerts.routing import ladder, targets_for
+from cloud_bridge.alerts.states import UNACKNOWLEDGED, Page, Step
 from cloud_bridge.commands.queue import CommandQueue
 from cloud_bridge.notify.webhooks import Endpoint, Message, Notifier, render
 from cloud_bridge.registry.source import RegistrySource
@@ -32,8 +33,12 @@ class AlertEngine:
         notifier: Notifier,
         bus: AlertBus,
         commands: CommandQueue,
+        *,
+        clock: Clock | None = None,
     ) -> None:
         self.book = book
+        # Deadlines are wall-clock times in the book: read them by the book's clock.
+        self._clock = book.clock if clock is None else clock
         self._registry = registry
         self._notifier = notifier
         self._bus = bus
@@ -102,22 +107,30 @@ class AlertEngine:
         self._bus.publish(alert)
         if change.feedback_to:
             self._commands.wake(change.feedback_to)
-        if change.step == "raised":
-            self._page(alert, 0, "alert.raised")
+        if change.step == Step.RAISED:
+            self._page(alert, 0, Page.RAISED)
             self._schedule(alert)
-        elif change.step == "priority" and alert.state in UNACKNOWLEDGED:
-            self._page(alert, alert.escalations, "alert.priority")
-        elif change.step in ("acknowledged", "resolved"):
+        elif change.step == Step.PRIORITY and alert.state in UNACKNOWLEDGED:
+            self._page(alert, alert.escalations, Page.PRIORITY)
+        elif change.step in (Step.ACKNOWLEDGED, Step.RESOLVED):
             timer = self._timers.pop(alert.id, None)
             if timer is not None:
                 timer.cancel()
 
     # -- escalation ----------------------------------------------------------------------
 
-    def _schedule(self, alert: Alert) -> None:
+    def escalation_delay(self, alert: Alert) -> float | None:
+        """Seconds from now (by the engine's clock) until the alert's next escalation is due;
+        None when it is not to escalate again."""
         if alert.next_escalation_at is None:
+            return None
+        return max(0.0, alert.next_escalation_at - self._clock())
+
+    def _schedule(self, alert: Alert) -> None:
+        # The asyncio timer only does the waiting; the deadline is the book's, by the clock.
+        delay = self.escalation_delay(alert)
+        if delay is None:
             return
-        delay = max(0.0, alert.next_escalation_at - time.time())
         loop = asyncio.get_running_loop()
         earlier = self._timers.pop(alert.id, None)
         if earlier is not None:
@@ -129,20 +142,23 @@ class AlertEngine:
     async def _escalate(self, alert_id: str) -> None:
         self._timers.pop(alert_id, None)
         alert = await asyncio.to_thread(self.book.escalate, alert_id)
-        if alert is None:  # acknowledged or resolved meanwhile, or escalated enough
+        if alert is None:  # acknowledged or resolved meanwhile, escalated enough, or not due
+            current = await asyncio.to_thread(self.book.get, alert_id)
+            if current is not None and current.escalating:
+                self._schedule(current)  # the timer ran ahead of the clock: wait the rest
             return
         self._bus.publish(alert)
-        self._page(alert, alert.escalations, "alert.escalated")
+        self._page(alert, alert.escalations, Page.ESCALATED)
         self._schedule(alert)
 
     # -- paging --------------------------------------------------------------------------
 
-    def _page(self, alert: Alert, escalation: int, event: str) -> None:
+    def _page(self, alert: Alert, escalation: int, event: Page) -> None:
         rungs = ladder(self._registry.current, alert.policy.route, alert.building)
         self._spawn(self._page_targets(alert, targets_for(rungs, escalation), escalation, event))
 
     async def _page_targets(
-        self, alert: Alert, targets: list[str], escalation: int, event: str
+        self, alert: Alert, targets: list[str], escalation: int, event: Page
     ) -> None:
         url = self._notifier.console_url
         deliveries = [

@@ -1,17 +1,15 @@
-"""The downlink (PROTOCOL §4): a persistent command queue per gateway, long-polled.
+"""The downlink (PROTOCOL §4): a persistent command queue per gateway.
 
-`GET /v1/gateways/{gateway_id}/commands?after={cursor}&wait={seconds}`, signed like ingest
-over an empty body. The cursor is the queue position of the last command the gateway has
-seen; the answer holds every command after it, or, when there is none, waits up to `wait`
-seconds for one. A gateway polling with no cursor (or 0) is new or has lost its state: it is
+The cursor is the queue position of the last command a gateway has seen; a fetch returns every
+command after it. A gateway fetching with no cursor (or 0) is new or has lost its state: it is
 given the current registry first. Commands are kept after they are fetched, so a gateway that
-crashes before acting on one fetches it again from its older cursor.
+crashes before acting on one fetches it again from its older cursor. The long-poll that serves
+the queue over HTTP is `commands.routes`; the relay of registry imports is `commands.relay`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import sqlite3
@@ -19,9 +17,6 @@ import time
 import uuid
 from typing import Any
 
-from aiohttp import web
-
-from cloud_bridge.httpkit import authenticate, int_param, is_whole_number, problem
 from cloud_bridge.receiver.store import Database
 from cloud_bridge.registry.source import RegistrySource
 
@@ -42,7 +37,6 @@ CREATE TABLE IF NOT EXISTS registry_sent (
 );
 """
 
-MAX_WAIT = 120
 MAX_BATCH = 200
 
 
@@ -161,54 +155,3 @@ class CommandQueue:
         """Let every long-poll answer now, so that shutdown does not wait for them."""
         self.closing = True
         self.wake_all()
-
-
-COMMANDS_KEY = web.AppKey("commands", CommandQueue)
-
-
-def parse_cursor(request: web.Request) -> int | None:
-    raw = request.query.get("after", "")
-    if raw in ("", "0"):
-        return 0
-    return int(raw) if is_whole_number(raw) else None
-
-
-async def poll_commands(request: web.Request) -> web.Response:
-    gateway_id, reason = authenticate(request, b"")
-    if gateway_id is None:
-        return problem(401, reason or "unauthorized")
-    if request.match_info["gateway_id"] != gateway_id:
-        return problem(403, "the gateway in the path does not match the signed header")
-    after = parse_cursor(request)
-    if after is None:
-        return problem(400, "after must be a cursor this endpoint returned")
-    wait = int_param(request, "wait", 0, MAX_WAIT)
-    queue = request.app[COMMANDS_KEY]
-    deadline = time.monotonic() + wait
-    while True:
-        # Take the wake-up signal before looking, so a command queued in between is not missed.
-        signal = queue.signal(gateway_id)
-        cursor, commands = await asyncio.to_thread(queue.fetch, gateway_id, after)
-        remaining = deadline - time.monotonic()
-        if commands or remaining <= 0 or queue.closing:
-            return web.json_response({"cursor": str(cursor), "commands": commands})
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(signal.wait(), remaining)
-
-
-def add_command_routes(app: web.Application) -> None:
-    app.router.add_get("/v1/gateways/{gateway_id}/commands", poll_commands)
-
-
-async def relay_registry_changes(
-    registry: RegistrySource, queue: CommandQueue, interval: float
-) -> None:
-    """Watch the registry file; when an import replaces it, queue it for every gateway. The
-    first pass catches an import made while the central was down."""
-    changed = True
-    while True:
-        if changed:
-            for gateway_id in await asyncio.to_thread(queue.queue_registry):
-                queue.wake(gateway_id)
-        await asyncio.sleep(interval)
-        changed = await asyncio.to_thread(registry.refresh)

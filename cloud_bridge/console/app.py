@@ -23,6 +23,7 @@ from cloud_bridge.alerts.book import Alert, LifecycleError
 from cloud_bridge.alerts.engine import AlertEngine
 from cloud_bridge.alerts.live import AlertBus
 from cloud_bridge.alerts.routing import buildings_of
+from cloud_bridge.alerts.states import Listing
 from cloud_bridge.config import CentralConfig
 from cloud_bridge.console.accounts import DUTY_ACCOUNT, AccountStore
 from cloud_bridge.console.sessions import LoginLimiter, Session, SessionSigner, console_secret
@@ -211,7 +212,7 @@ class Console:
 
     async def list_alerts(self, request: web.Request) -> web.Response:
         viewer = await self._viewer(request)
-        which = "resolved" if request.query.get("view") == "history" else "open"
+        which = Listing.RESOLVED if request.query.get("view") == "history" else Listing.OPEN
         alerts = await asyncio.to_thread(
             self._engine.book.listing,
             buildings=self._buildings(viewer.account),
@@ -258,7 +259,7 @@ class Console:
             alerts = await asyncio.to_thread(
                 self._engine.book.listing,
                 buildings=self._buildings(viewer.account),
-                which="open",
+                which=Listing.OPEN,
                 limit=LIST_LIMIT,
             )
             await self._send(response, "snapshot", [self._view(alert) for alert in alerts])

@@ -12,7 +12,6 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import time
 from collections import defaultdict, deque
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cloud_bridge.config import CentralConfig
+from mashang.files import atomic_write
 
 SECRET_FILE = "console.key"
 
@@ -31,10 +31,8 @@ def console_secret(config: CentralConfig) -> bytes:
         return config.console.session_secret.get_secret_value().encode()
     path: Path = config.central.data_dir / SECRET_FILE
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_hex(32))
+        # Whole or not at all: a crash mid-write must not leave an empty secret to sign with.
+        atomic_write(path, secrets.token_hex(32), mode=0o600)
     return path.read_text().strip().encode()
 
 

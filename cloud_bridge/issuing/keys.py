@@ -11,7 +11,6 @@ import csv
 import datetime
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from mashang.codes import (
     signing_payload,
     token_body,
 )
+from mashang.files import atomic_write
 
 KEYRING_FILE = "keyring.json"
 MANIFEST_FILE = "issued.csv"
@@ -95,14 +95,18 @@ def keygen(key_dir: Path, key_id: int | None = None) -> int:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    # O_EXCL with mode 0600 at creation: the key is never readable by others, not even briefly.
-    fd = os.open(_private_key_path(key_dir, key_id), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as file:
-        file.write(pem)
+    # O_EXCL claims the key id: a second keygen racing for it fails here instead of replacing a
+    # key that placards may already be signed with. The key itself is then written atomically
+    # (whole, synced) over the empty claim; mode 0600 from creation on both, so the key is
+    # never readable by others, not even briefly.
+    key_path = _private_key_path(key_dir, key_id)
+    os.close(os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    atomic_write(key_path, pem, mode=0o600)
     public = private_key.public_key().public_bytes(
         serialization.Encoding.Raw, serialization.PublicFormat.Raw
     )
-    _write_atomically(key_dir / KEYRING_FILE, dump_keyring({**keyring, key_id: public}))
+    # A gateway copying the keyring mid-write must never see half a file; it is public: 0644.
+    atomic_write(key_dir / KEYRING_FILE, dump_keyring({**keyring, key_id: public}), mode=0o644)
     return key_id
 
 
@@ -277,18 +281,3 @@ def _private_key_ids(key_dir: Path) -> list[int]:
     return [
         int(match[1]) for path in key_dir.iterdir() if (match := _KEY_FILE_RE.fullmatch(path.name))
     ]
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    # A gateway copying the keyring mid-write must never see half a file.
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        os.unlink(temp)
-        raise

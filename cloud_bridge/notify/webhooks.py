@@ -17,8 +17,10 @@ Bodies, per the vendors' public robot formats:
   f"{timestamp}\\n{secret}"))) when the robot has a signing secret (加签).
 
 Both vendors answer HTTP 200 with {"errcode": 0} on success and a non-zero errcode otherwise
-(rate limits among them): a non-zero errcode is retried like a 5xx. 408, 425, 429, 5xx,
-timeouts and refused connections are retried, honouring Retry-After; other 4xx are final.
+(rate limits among them): a non-zero errcode is retried like a 5xx. Statuses are judged by
+`mashang.answers.classify`: a transient answer (408, 429, 5xx, and any status the contract does
+not name, 404 and 425 among them), a timeout or a refused connection is retried, honouring
+Retry-After; a refused one (400, 413, 422) or an unauthorized one (401, 403) is final.
 """
 
 from __future__ import annotations
@@ -41,9 +43,11 @@ from pydantic import AnyHttpUrl, ValidationError
 from yarl import URL
 
 from cloud_bridge.alerts.book import Alert
+from cloud_bridge.alerts.states import Page
 from cloud_bridge.config import CentralConfig, WebhookFormat, guess_format
 from cloud_bridge.receiver.store import Database
 from cloud_bridge.registry.source import RegistrySource
+from mashang.answers import Answer, classify
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +77,6 @@ CATEGORY_WORDS = {
 PRIORITY_WORDS = {"critical": "危急", "high": "紧急", "normal": "提醒", "low": "低"}
 ACTION_WORDS = {"single": "单击", "double": "双击", "long": "长按"}
 OFFLINE_WORDS = {"last_will": "连接中断", "silent": "长时间没有消息"}
-RETRY_STATUSES = {408, 425, 429}
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,7 @@ class Endpoint:
 
 @dataclass(frozen=True)
 class Message:
-    event: str  # "alert.raised", "alert.escalated", "alert.priority"
+    event: Page
     target: str
     escalation: int
     title: str
@@ -108,7 +111,7 @@ class Attempt:
     retry_after: float | None = None
 
 
-def render(alert: Alert, event: str, target: str, console_url: str | None) -> Message:
+def render(alert: Alert, event: Page, target: str, console_url: str | None) -> Message:
     """The message a person reads: who, where, how urgent (Chinese, as butlers use it)."""
     data = alert.data
     resident = data.get("resident") if isinstance(data.get("resident"), dict) else {}
@@ -130,9 +133,9 @@ def render(alert: Alert, event: str, target: str, console_url: str | None) -> Me
     if isinstance(data.get("battery"), int | float):
         lines.append(f"- 电量: {data['battery']}%")
     lines.append(f"- 时间: {datetime.fromtimestamp(alert.raised_at).strftime('%m-%d %H:%M:%S')}")
-    if event == "alert.priority":
+    if event == Page.PRIORITY:
         lines.append("- **优先级升高**")
-    if event == "alert.escalated":
+    if event == Page.ESCALATED:
         lines.append(f"- **无人确认，第 {alert.escalations} 次升级**")
     if console_url:
         lines.append(f"\n[打开管家控制台]({console_url.rstrip('/')}/console/)")
@@ -191,7 +194,7 @@ def judge(endpoint: Endpoint, status: int, text: str, retry_after: str | None) -
         if errcode == 0:
             return Attempt("delivered", status, None)
         return Attempt("retry", status, f"errcode {errcode}: {answer.get('errmsg', '')}"[:300])
-    if status in RETRY_STATUSES or status >= 500:
+    if classify(status) is Answer.TRANSIENT:
         return Attempt("retry", status, f"HTTP {status}", wait)
     return Attempt("failed", status, f"HTTP {status}: {text[:200]}")
 

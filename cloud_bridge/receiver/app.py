@@ -16,24 +16,28 @@ from cloud_bridge.alerts.api import add_alert_routes
 from cloud_bridge.alerts.book import AlertBook
 from cloud_bridge.alerts.engine import AlertEngine
 from cloud_bridge.alerts.live import AlertBus
-from cloud_bridge.commands.queue import (
-    COMMANDS_KEY,
-    CommandQueue,
-    add_command_routes,
-    relay_registry_changes,
-)
+from cloud_bridge.commands.queue import CommandQueue
+from cloud_bridge.commands.relay import relay_registry_changes
+from cloud_bridge.commands.routes import COMMANDS_KEY, add_command_routes
 from cloud_bridge.config import CentralConfig
 from cloud_bridge.console.accounts import AccountStore
 from cloud_bridge.console.app import Console, add_console_routes
-from cloud_bridge.httpkit import CONFIG_KEY, authenticate, int_param, problem, require_admin
+from cloud_bridge.httpkit import (
+    CONFIG_KEY,
+    authenticate,
+    int_param,
+    problem,
+    refuse,
+    require_admin,
+)
 from cloud_bridge.notify.webhooks import Notifier
-from cloud_bridge.receiver.openapi import add_openapi_route
+from cloud_bridge.receiver.openapi import Health, add_openapi_route
 from cloud_bridge.receiver.store import Database, EventStore
 from cloud_bridge.registry.source import RegistrySource
 from cloud_bridge.stalls.pages import StallPages, add_stall_routes
 from cloud_bridge.visits.watch import VisitWatch
-from mashang.signing import MAX_SKEW_SECONDS, SIGNATURE_HEADER
-from mashang.wire import IngestRequest
+from mashang.signing import MAX_SKEW_SECONDS, SIGNATURE_HEADER, Refusal
+from mashang.wire import IngestRequest, IngestResult
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +63,13 @@ def seen_before(app: web.Application, signature: str) -> bool:
 
 async def ingest(request: web.Request) -> web.Response:
     body = await request.read()
-    gateway_id, reason = authenticate(request, body)
+    gateway_id, refusal = authenticate(request, body)
     if gateway_id is None:
-        log.warning("refused ingest from %s: %s", request.remote, reason)
-        return problem(401, reason or "unauthorized")
+        assert refusal is not None  # authenticate gives one or the other
+        log.warning("refused ingest from %s: %s", request.remote, refusal.text)
+        return refuse(refusal)
     if seen_before(request.app, request.headers[SIGNATURE_HEADER]):
-        return problem(401, "replayed request")
+        return refuse(Refusal.REPLAYED)
     try:
         document = json.loads(body)
     except (ValueError, RecursionError):
@@ -86,7 +91,7 @@ async def ingest(request: web.Request) -> web.Response:
     accepted, duplicates = await asyncio.to_thread(store.add, gateway_id, events)
     if accepted:
         request.app[ENGINE_KEY].poke()
-    return web.json_response({"accepted": accepted, "duplicates": duplicates})
+    return web.json_response(IngestResult(accepted=accepted, duplicates=duplicates).model_dump())
 
 
 async def list_events(request: web.Request) -> web.Response:
@@ -101,7 +106,7 @@ async def list_events(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"ok": True})
+    return web.json_response(Health(ok=True).model_dump())
 
 
 @web.middleware

@@ -13,14 +13,39 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import IntEnum
 from pathlib import Path
+from typing import TypeVar
 
 from edge.events import Event, event_id, now
 
-ALERT, LOG = 0, 1
-CLASS_NAMES = {ALERT: "alert", LOG: "log"}
+__all__ = [
+    "ClassDepth",
+    "DeadLetter",
+    "EventClass",
+    "Leased",
+    "Outbox",
+    "OutboxError",
+    "OutboxFull",
+    "OutboxStats",
+    "OutboxUsage",
+]
+
+Result = TypeVar("Result")
+
+
+class EventClass(IntEnum):
+    """Stored as this number in the `class` column; alerts are always leased before logs."""
+
+    ALERT = 0
+    LOG = 1
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -55,6 +80,8 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 );
 """
 
+# The SQL condition that selects log rows.
+LOG_ROWS = f"class = {int(EventClass.LOG)}"
 INSERT = "INSERT OR IGNORE INTO outbox (id, class, created, body) VALUES (?, ?, ?, ?)"
 
 # Evict down to this share of the cap, so that one eviction buys room for many commits.
@@ -65,8 +92,33 @@ EVICT_TO = 0.9
 DISK_RESERVE = 8 * 1024 * 1024
 
 
-class OutboxFull(Exception):
+class OutboxError(Exception):
+    """The outbox's file refused an operation (its SQLite error is the cause)."""
+
+
+class OutboxFull(OutboxError):
     """Nothing more fits: the caller must not ack what it could not save."""
+
+
+@contextmanager
+def sqlite_errors() -> Iterator[None]:
+    """What the file refuses comes out as the outbox's own error, never sqlite3's."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise OutboxError(str(exc)) from exc
+
+
+@dataclass
+class OutboxUsage:
+    """Handed in by whoever watches the outbox (metrics), told by the outbox what it dropped:
+    logs expired (`ttl`) or evicted over the size cap (`disk_cap`), counted once committed."""
+
+    evicted: dict[str, int] = field(default_factory=dict)
+
+    def dropped(self, reason: str, count: int) -> None:
+        if count:
+            self.evicted[reason] = self.evicted.get(reason, 0) + count
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,21 +156,27 @@ class DeadLetter:
 class Outbox:
     """Thread-safe: the commit thread puts, the uplink leases and acks."""
 
-    def __init__(self, path: Path, *, max_bytes: int, log_ttl: float) -> None:
+    def __init__(self, path: Path, *, max_bytes: int, log_ttl: float,
+                 usage: OutboxUsage | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.max_bytes = max_bytes
         self.log_ttl = log_ttl
+        self.usage = usage or OutboxUsage()
         self._lock = threading.Lock()
         self._leased: set[int] = set()
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
-        self._page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                                       timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+            self._page_size: int = self._db.execute("PRAGMA page_size").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise OutboxError(f"{path}: {exc}") from exc
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, sqlite_errors():
             self._db.close()
 
     # -- writing ---------------------------------------------------------------------------
@@ -129,8 +187,9 @@ class Outbox:
         if not events:
             return 0
         created = time.time()
-        rows = [(e.id, ALERT if e.is_alert else LOG, created, e.encode()) for e in events]
-        with self._lock:
+        rows = [(e.id, EventClass.ALERT if e.is_alert else EventClass.LOG, created, e.encode())
+                for e in events]
+        with self._lock, sqlite_errors():
             try:
                 # The eviction too can meet a full disk (tests/test_full_disk.py).
                 if self._over_cap():
@@ -140,24 +199,25 @@ class Outbox:
                             f"outbox holds {self._used_bytes()} bytes, cap {self.max_bytes}"
                         )
                 return self._transaction(lambda db: db.executemany(INSERT, rows).rowcount)
-            except sqlite3.OperationalError as exc:
+            except OutboxError as exc:
                 if "full" in str(exc):
-                    raise OutboxFull(str(exc)) from exc
+                    raise OutboxFull(str(exc)) from exc.__cause__
                 raise
 
     def expire_logs(self) -> int:
         """Drop logs older than the TTL; returns how many (recorded as a gateway.evicted event)."""
         cutoff = time.time() - self.log_ttl
-        with self._lock:
+        with self._lock, sqlite_errors():
             return self._drop_logs("ttl", "created < ?", (cutoff,))
 
     def evict_over_cap(self) -> int:
-        with self._lock:
+        with self._lock, sqlite_errors():
             return self._evict_locked() if self._over_cap() else 0
 
     def _disk_short(self) -> int:
         """Bytes to free inside the file so that DISK_RESERVE stays free on the filesystem."""
-        inside = self._db.execute("PRAGMA freelist_count").fetchone()[0] * self._page_size
+        free_pages: int = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+        inside = free_pages * self._page_size
         return max(0, DISK_RESERVE - shutil.disk_usage(self.path.parent).free - inside)
 
     def _over_cap(self) -> bool:
@@ -175,33 +235,38 @@ class Outbox:
             dropped = 0
             while (excess := max(self._used_bytes() - target, self._disk_short())) > 0:
                 depth = self._depth_locked()
-                if depth[LOG].events == 0:
+                if depth[EventClass.LOG].events == 0:
                     break
                 used = self._used_bytes()
-                per_event = max(1, used // (depth[ALERT].events + depth[LOG].events))
-                count = min(depth[LOG].events, excess // per_event + 1)
+                held = depth[EventClass.ALERT].events + depth[EventClass.LOG].events
+                per_event = max(1, used // held)
+                count = min(depth[EventClass.LOG].events, excess // per_event + 1)
                 dropped += delete_logs(
-                    db, "seq IN (SELECT seq FROM outbox WHERE class = 1 ORDER BY seq LIMIT ?)",
+                    db, f"seq IN (SELECT seq FROM outbox WHERE {LOG_ROWS} ORDER BY seq LIMIT ?)",
                     (count,),
                 )
             record_eviction(db, "disk_cap", dropped)
             return dropped
 
-        return self._transaction(drop)
+        return self._counted("disk_cap", self._transaction(drop))
 
-    def _drop_logs(self, reason: str, where: str, params: tuple) -> int:
+    def _drop_logs(self, reason: str, where: str, params: tuple[object, ...]) -> int:
         def drop(db: sqlite3.Connection) -> int:
             dropped = delete_logs(db, where, params)
             record_eviction(db, reason, dropped)
             return dropped
 
-        return self._transaction(drop)
+        return self._counted(reason, self._transaction(drop))
+
+    def _counted(self, reason: str, dropped: int) -> int:
+        self.usage.dropped(reason, dropped)
+        return dropped
 
     # -- reading and acknowledging ---------------------------------------------------------
 
-    def lease(self, klass: int, limit: int) -> list[Leased]:
+    def lease(self, klass: EventClass, limit: int) -> list[Leased]:
         """The oldest events of a class not already in flight, oldest first."""
-        with self._lock:
+        with self._lock, sqlite_errors():
             rows = self._db.execute(
                 "SELECT seq, id, body FROM outbox WHERE class = ? ORDER BY seq LIMIT ?",
                 (klass, limit + len(self._leased)),
@@ -210,9 +275,9 @@ class Outbox:
             self._leased.update(item.seq for item in batch)
             return batch
 
-    def peek(self, klass: int, limit: int) -> list[Leased]:
+    def peek(self, klass: EventClass, limit: int) -> list[Leased]:
         """The oldest events of a class, leased or not, for display: nothing changes."""
-        with self._lock:
+        with self._lock, sqlite_errors():
             rows = self._db.execute(
                 "SELECT seq, id, body FROM outbox WHERE class = ? ORDER BY seq LIMIT ?",
                 (klass, limit),
@@ -222,7 +287,7 @@ class Outbox:
     def ack(self, seqs: Iterable[int]) -> None:
         """The central has these: delete them."""
         seqs = list(seqs)
-        with self._lock:
+        with self._lock, sqlite_errors():
             self._transaction(
                 lambda db: db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
             )
@@ -230,7 +295,7 @@ class Outbox:
 
     def release(self, seqs: Iterable[int]) -> None:
         """Not sent after all: leave them for the next lease."""
-        with self._lock:
+        with self._lock, sqlite_errors():
             self._leased.difference_update(seqs)
 
     def dead_letter(self, item: Leased, reason: str, status: int | None) -> None:
@@ -242,24 +307,25 @@ class Outbox:
             )
             db.execute("DELETE FROM outbox WHERE seq = ?", (item.seq,))
 
-        with self._lock:
+        with self._lock, sqlite_errors():
             self._transaction(park)
             self._leased.discard(item.seq)
 
     # -- inspection ------------------------------------------------------------------------
 
-    def pending(self, klass: int) -> int:
-        with self._lock:
+    def pending(self, klass: EventClass) -> int:
+        with self._lock, sqlite_errors():
             return self._depth_locked()[klass].events
 
     def stats(self) -> OutboxStats:
-        with self._lock:
+        with self._lock, sqlite_errors():
             depth = self._depth_locked()
             dead = self._db.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
-            return OutboxStats(depth[ALERT], depth[LOG], dead, self._used_bytes(), self.max_bytes)
+            return OutboxStats(depth[EventClass.ALERT], depth[EventClass.LOG], dead,
+                               self._used_bytes(), self.max_bytes)
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        with self._lock:
+        with self._lock, sqlite_errors():
             rows = self._db.execute(
                 "SELECT id, reason, status, parked, body FROM dead_letters ORDER BY parked LIMIT ?",
                 (limit,),
@@ -267,12 +333,14 @@ class Outbox:
         return [DeadLetter(*row) for row in rows]
 
     def integrity_check(self) -> str:
-        with self._lock:
-            return self._db.execute("PRAGMA integrity_check").fetchone()[0]
+        with self._lock, sqlite_errors():
+            verdict: str = self._db.execute("PRAGMA integrity_check").fetchone()[0]
+            return verdict
 
-    def _depth_locked(self) -> dict[int, ClassDepth]:
+    def _depth_locked(self) -> dict[EventClass, ClassDepth]:
         result = {}
-        for klass, events, size in self._db.execute("SELECT class, events, bytes FROM depth"):
+        for number, events, size in self._db.execute("SELECT class, events, bytes FROM depth"):
+            klass = EventClass(number)
             oldest = self._db.execute(
                 "SELECT created FROM outbox WHERE class = ? ORDER BY seq LIMIT 1", (klass,)
             ).fetchone()
@@ -280,42 +348,46 @@ class Outbox:
         return result
 
     def _used_bytes(self) -> int:
-        pages = self._db.execute("PRAGMA page_count").fetchone()[0]
-        free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+        pages: int = self._db.execute("PRAGMA page_count").fetchone()[0]
+        free: int = self._db.execute("PRAGMA freelist_count").fetchone()[0]
         return (pages - free) * self._page_size
 
-    def _transaction(self, work):
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            result = work(self._db)
-            self._db.execute("COMMIT")
-        except BaseException:
-            # SQLite may already have rolled back by itself (on SQLITE_FULL, for one), and a
-            # COMMIT that failed on a full disk leaves the transaction open: close it, or the
-            # next BEGIN fails for good (tests/test_full_disk.py).
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
+    def _transaction(self, work: Callable[[sqlite3.Connection], Result]) -> Result:
+        """Run `work` in one write transaction; an SQLite error comes out as OutboxError."""
+        with sqlite_errors():
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(self._db)
+                self._db.execute("COMMIT")
+            except BaseException:
+                # SQLite may already have rolled back by itself (on SQLITE_FULL, for one), and
+                # a COMMIT that failed on a full disk leaves the transaction open: close it, or
+                # the next BEGIN fails for good (tests/test_full_disk.py).
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
         return result
 
 
-def delete_logs(db: sqlite3.Connection, where: str, params: tuple) -> int:
+def delete_logs(db: sqlite3.Connection, where: str, params: tuple[object, ...]) -> int:
     """Delete the logs matching `where`; returns how many events that loses. An earlier
     gateway.evicted notice among them counts for the events it stood for, so the central's
     tally of what was lost stays whole however often notices are evicted in turn."""
+    notices: int
+    carried: int
     notices, carried = db.execute(
         "SELECT count(*), coalesce(sum(json_extract(body, '$.data.count')), 0) FROM outbox"
-        f" WHERE class = 1 AND {where} AND json_extract(body, '$.type') = 'gateway.evicted'",
+        f" WHERE {LOG_ROWS} AND {where} AND json_extract(body, '$.type') = 'gateway.evicted'",
         params,
     ).fetchone()
-    deleted = db.execute(f"DELETE FROM outbox WHERE class = 1 AND {where}", params).rowcount
+    deleted = db.execute(f"DELETE FROM outbox WHERE {LOG_ROWS} AND {where}", params).rowcount
     return deleted - notices + carried
 
 
 def record_eviction(db: sqlite3.Connection, reason: str, count: int) -> None:
     if count:
         notice = evicted_event(reason, count)
-        db.execute(INSERT, (notice.id, LOG, time.time(), notice.encode()))
+        db.execute(INSERT, (notice.id, EventClass.LOG, time.time(), notice.encode()))
 
 
 def evicted_event(reason: str, count: int) -> Event:

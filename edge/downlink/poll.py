@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from edge.config import CentralSection
 from edge.downlink.feedback import Feedback
 from edge.sink.central import Backoff, Transient, parse_retry_after
+from mashang.files import atomic_write
 from mashang.registry import Registry
 from mashang.signing import signed_headers
 
@@ -138,7 +138,5 @@ class Downlink:
             return ""
 
     def _save_cursor(self, cursor: str) -> None:
-        temp = self._cursor_path.with_suffix(".tmp")
-        temp.write_text(cursor)
-        os.replace(temp, self._cursor_path)
+        atomic_write(self._cursor_path, cursor)
 

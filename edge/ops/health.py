@@ -6,84 +6,17 @@
   failing now, and the outbox is below its cap. 200 when all three hold, 503 with the failing
   checks' reasons otherwise.
 
-How the central is doing is learnt from every request the gateway makes to it (uplink
-batches and the downlink's long-poll), through the HTTP session's trace hooks.
+How the central is doing is `edge.sink.central.CentralHealth`'s to say.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from dataclasses import dataclass
 from typing import Any
 
-# Answers that mean the central cannot take our events now (PROTOCOL §3: transient or auth).
-FAILING_STATUSES = {401, 403, 408, 429}
-# Answers that mean our credentials or clock are refused, which deserve their own words.
-AUTH_STATUSES = {401, 403}
+from edge.sink.central import Check
+
 # The commit thread or the loop not answering for this long makes the gateway not live.
 STALLED_AFTER = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class Check:
-    ok: bool
-    detail: str
-
-    def as_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "detail": self.detail}
-
-
-class CentralReach:
-    """Whether the central answers us; fed from the HTTP session's trace hooks."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.last_ok: float | None = None
-        self.failing_since: float | None = None
-        self.last_error: str | None = None
-        self.last_status: int | None = None
-
-    def answered(self, path: str, status: int | None, error: str | None) -> None:
-        with self._lock:
-            if status is None and error is None:
-                # Request sent: the central is reachable again, unless what failed was its
-                # answer (an HTTP error stands until an answer says otherwise).
-                if self.failing_since is None or self.last_status is None:
-                    self._succeeded()
-                return
-            self.last_status = status
-            if error is None and status is not None and status < 500 \
-                    and status not in FAILING_STATUSES:
-                self._succeeded()
-                return
-            if self.failing_since is None:
-                self.failing_since = time.time()
-            if error is not None:
-                self.last_error = f"{error} ({path})"
-            elif status in AUTH_STATUSES:
-                self.last_error = (f"HTTP {status} on {path}: the central refuses our key or "
-                                   "clock (check central.key and the time)")
-            else:
-                self.last_error = f"HTTP {status} on {path}"
-
-    def _succeeded(self) -> None:
-        self.last_ok = time.time()
-        self.failing_since = None
-        self.last_error = None
-
-    def check(self, within: float) -> Check:
-        with self._lock:
-            moment = time.time()
-            if self.failing_since is not None:
-                return Check(False, f"failing for {moment - self.failing_since:.0f} s: "
-                                    f"{self.last_error}")
-            if self.last_ok is None:
-                return Check(False, "not reached yet")
-            silent = moment - self.last_ok
-            if silent > within:
-                return Check(False, f"no answer for {silent:.0f} s (limit {within:.0f} s)")
-            return Check(True, f"reached {silent:.0f} s ago")
 
 
 def broker_check(ingest: Any, where: str) -> Check:

@@ -18,9 +18,11 @@ from edge.ops.lanpage import EXTRA_STYLE, extra_sections
 
 
 class GatewayView(Protocol):
+    """What the listener asks of the gateway (`edge.ops.operations.Operations` is one)."""
+
     def live(self) -> tuple[bool, dict[str, Any]]: ...
     def ready(self) -> tuple[bool, dict[str, Any]]: ...
-    def metrics(self, accept: str | None) -> tuple[bytes, str]: ...
+    def metrics_text(self, accept: str | None) -> tuple[bytes, str]: ...
     def page(self) -> dict[str, Any]: ...
 
 
@@ -34,7 +36,8 @@ def make_status_app(view: GatewayView, page_password: str | None) -> web.Applica
         return web.json_response({"ok": ok, **detail}, status=200 if ok else 503)
 
     async def metrics(request: web.Request) -> web.Response:
-        body, content_type = await asyncio.to_thread(view.metrics, request.headers.get("Accept"))
+        accept = request.headers.get("Accept")
+        body, content_type = await asyncio.to_thread(view.metrics_text, accept)
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def lan_page(request: web.Request) -> web.Response:

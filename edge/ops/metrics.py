@@ -31,15 +31,16 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from types import SimpleNamespace
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
-from edge.buffer.outbox import ALERT, CLASS_NAMES, LOG, Outbox
+from edge.buffer.outbox import EventClass
 from edge.events import Event
+from edge.ops.facts import GatewayFacts
 from edge.source.messages import DeviceMessage
 
 # answered(path, HTTP status or None, error or None), for each request to the central: once
@@ -49,52 +50,10 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 REASON_WORDS = 40
 
 
-class CountingOutbox(Outbox):
-    """The outbox, counting the logs it drops (TTL or size cap) for the eviction metric.
-
-    Every eviction leaves a `gateway.evicted` notice in the outbox, written in the same
-    transaction; a TEMP trigger (this connection only, nothing changes in the file) adds its
-    count up as it is inserted, so the tally is exact and rolls back with its transaction.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._db.executescript(COUNT_EVICTIONS)
-
-    @property
-    def dropped(self) -> dict[str, int]:
-        with self._lock:
-            rows = self._db.execute("SELECT reason, count FROM temp.evictions").fetchall()
-        return {str(reason): int(count) for reason, count in rows}
-
-
-COUNT_EVICTIONS = """
-CREATE TEMP TABLE IF NOT EXISTS evictions (reason TEXT PRIMARY KEY, count INTEGER NOT NULL);
-CREATE TEMP TRIGGER IF NOT EXISTS count_evictions AFTER INSERT ON main.outbox
-WHEN NEW.class = 1 AND instr(CAST(NEW.body AS TEXT), '"type":"gateway.evicted"') > 0
-BEGIN
-    INSERT INTO evictions (reason, count) VALUES (
-        COALESCE(json_extract(CAST(NEW.body AS TEXT), '$.data.reason'), 'unknown'),
-        COALESCE(json_extract(CAST(NEW.body AS TEXT), '$.data.count'), 0))
-    ON CONFLICT (reason) DO UPDATE SET count = count + excluded.count;
-END;
-"""
-
-
 def reason_label(reason: str | None) -> str:
     """A bounded label from a rejection reason: the words before its first colon."""
     head = (reason or "unknown").split(":", 1)[0].strip()
     return re.sub(r"\s+", " ", head)[:REASON_WORDS] or "unknown"
-
-
-class GatewayFacts(Protocol):
-    """What the scrape-time collector reads from the running gateway."""
-
-    outbox: Outbox
-    uplink: Any
-    ingest: Any
-    pipeline: Any
-    fallback: Any
 
 
 class Metrics:
@@ -137,8 +96,8 @@ class Metrics:
             if event.type == "gateway.rejected":
                 self.rejected.labels(reason_label(event.data.get("reason"))).inc()
 
-    def watch(self, gateway: GatewayFacts, devices: Callable[[], dict[str, dict]]) -> None:
-        self.registry.register(GatewayCollector(gateway, devices))
+    def watch(self, facts: GatewayFacts) -> None:
+        self.registry.register(GatewayCollector(facts))
 
     def exposition(self, accept: str | None) -> tuple[bytes, str]:
         """The scrape body and its content type (text format, or OpenMetrics if asked for)."""
@@ -198,24 +157,23 @@ class Metrics:
 class GatewayCollector:
     """Read at scrape time: what the gateway's stages already keep."""
 
-    def __init__(self, gateway: GatewayFacts, devices: Callable[[], dict[str, dict]]) -> None:
-        self._gateway = gateway
-        self._devices = devices
+    def __init__(self, facts: GatewayFacts) -> None:
+        self._facts = facts
 
     def describe(self) -> list[Metric]:
         return []  # no pre-registration checks: these names are ours alone
 
     def collect(self) -> Iterator[Metric]:
-        gateway = self._gateway
-        stats = gateway.outbox.stats()
+        facts = self._facts
+        stats = facts.outbox_stats()
         events = GaugeMetricFamily("mashang_outbox_events", "Events waiting in the outbox",
                                    labels=["class"])
         size = GaugeMetricFamily("mashang_outbox_bytes", "Bytes of events waiting, by class",
                                  labels=["class"])
         age = GaugeMetricFamily("mashang_outbox_oldest_age_seconds",
                                 "Age of the oldest event waiting (0 when none)", labels=["class"])
-        for klass, depth in ((ALERT, stats.alerts), (LOG, stats.logs)):
-            name = CLASS_NAMES[klass]
+        for klass, depth in ((EventClass.ALERT, stats.alerts), (EventClass.LOG, stats.logs)):
+            name = klass.label
             events.add_metric([name], depth.events)
             size.add_metric([name], depth.bytes)
             age.add_metric([name], depth.oldest_age or 0.0)
@@ -229,12 +187,12 @@ class GatewayCollector:
         evicted = CounterMetricFamily("mashang_outbox_evicted",
                                       "Log events dropped from the outbox (ttl or disk_cap)",
                                       labels=["reason"])
-        dropped = getattr(gateway.outbox, "dropped", {})
+        dropped = dict(facts.outbox_usage.evicted)
         for reason in sorted({"ttl", "disk_cap", *dropped}):
             evicted.add_metric([reason], dropped.get(reason, 0))
         yield evicted
 
-        uplink = gateway.uplink
+        uplink = facts.uplink
         yield CounterMetricFamily("mashang_uplink_retries",
                                   "Batches that failed transiently and were retried",
                                   value=uplink.retries)
@@ -244,22 +202,22 @@ class GatewayCollector:
         sent = CounterMetricFamily("mashang_uplink_events_sent",
                                    "Events the central confirmed, by class", labels=["class"])
         for klass, count in sorted(uplink.sent.items()):
-            sent.add_metric([CLASS_NAMES[klass]], count)
+            sent.add_metric([klass.label], count)
         yield sent
 
         yield GaugeMetricFamily("mashang_broker_connected", "1 while connected to the broker",
-                                value=1 if gateway.ingest.connected else 0)
+                                value=1 if facts.broker.connected else 0)
         yield GaugeMetricFamily("mashang_outbox_full",
                                 "1 while nothing fits in the outbox (MQTT acks held back)",
-                                value=1 if gateway.pipeline.full else 0)
+                                value=1 if facts.pipeline_full() else 0)
         yield GaugeMetricFamily("mashang_fallback_active",
                                 "1 while alerts go to the duty room (central out of reach)",
-                                value=1 if gateway.fallback.active else 0)
+                                value=1 if facts.fallback_active() else 0)
         yield CounterMetricFamily("mashang_messages_committed",
                                   "MQTT messages committed and acked since start",
-                                  value=gateway.pipeline.committed_messages)
+                                  value=facts.committed_messages())
 
-        devices = self._devices()
+        devices = facts.devices()
         states = GaugeMetricFamily("mashang_devices", "Buttons known to the gateway",
                                    labels=["state"])
         offline = sum(1 for device in devices.values() if device.get("offline"))

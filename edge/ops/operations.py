@@ -1,9 +1,9 @@
 """Operations: what the running gateway shows and obeys besides its pipeline.
 
-One object, owned by `Gateway`, that ties together systemd (readiness, watchdog, status
-line), metrics, liveness and readiness, the LAN page's device and outbox sections, and SIGHUP
-(reload the registry from disk and the log level from the config file). The gateway calls it
-at a handful of points: a message arrived, events were committed, started, stopping.
+One object that ties together systemd (readiness, watchdog, status line), metrics, liveness
+and readiness, the LAN page, and SIGHUP (reload the registry from disk and the log level from
+the config file). It sees the gateway only through `GatewayFacts`; the gateway calls it at a
+handful of points: a message arrived, events were committed, started, stopping.
 """
 
 from __future__ import annotations
@@ -13,22 +13,20 @@ import concurrent.futures
 import logging
 import signal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 
 from edge.config import ConfigError, GatewayConfig, load_config
 from edge.events import Event
-from edge.ops.health import CentralReach, broker_check, outbox_check, pipeline_check, verdict
+from edge.ops.facts import GatewayFacts
+from edge.ops.health import broker_check, outbox_check, pipeline_check, verdict
 from edge.ops.lanpage import DeviceBoard, device_rows
 from edge.ops.metrics import Metrics
 from edge.ops.systemd import Liveness, Notifier, Watchdog
+from edge.source.messages import DeviceMessage
 from mashang import logs
 from mashang.registry import Registry
-
-if TYPE_CHECKING:
-    from edge.gateway import Gateway
-    from edge.source.mqtt import Received
 
 log = logging.getLogger(__name__)
 
@@ -36,19 +34,18 @@ STATUS_INTERVAL = 5.0
 
 
 class Operations:
-    def __init__(self, gateway: Gateway, config_path: Path | None = None,
-                 cli_log_level: str | None = None) -> None:
-        self._gateway = gateway
-        self._config: GatewayConfig = gateway.config
+    def __init__(self, facts: GatewayFacts, config: GatewayConfig,
+                 config_path: Path | None = None, cli_log_level: str | None = None) -> None:
+        self._facts = facts
+        self._config = config
         self.config_path = config_path
         self.cli_log_level = cli_log_level
         self.metrics = Metrics()
-        self.reach = CentralReach()
         self.notifier = Notifier()
         self.board = DeviceBoard()
         self.liveness: Liveness | None = None
         self._watchdog: Watchdog | None = None
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._registry: tuple[tuple[int, int] | None, Registry] = (None, Registry())
         self.reloads = 0
         self._keep_secrets_out_of_logs()
@@ -63,9 +60,9 @@ class Operations:
 
     # -- hooks the gateway calls ------------------------------------------------------------
 
-    def received(self, received: Received) -> None:
+    def received(self, messages: tuple[DeviceMessage, ...]) -> None:
         """MQTT thread."""
-        for message in received.messages:
+        for message in messages:
             self.metrics.received(message)
 
     def committed(self, events: list[Event]) -> None:
@@ -74,14 +71,15 @@ class Operations:
         self.board.committed(events)
 
     def trace_configs(self) -> list[aiohttp.TraceConfig]:
-        return [self.metrics.trace_config(self._config.central.base_url, self.reach.answered)]
+        return [self.metrics.trace_config(self._config.central.base_url,
+                                          self._facts.central.answered)]
 
     def started(self) -> None:
         """On the loop, once the pipeline, ingest and HTTP listener are running."""
-        gateway = self._gateway
+        facts = self._facts
         loop = asyncio.get_running_loop()
-        self.metrics.watch(gateway, self.buttons)
-        self.liveness = Liveness(loop, gateway.pipeline.call_soon, lambda: gateway.pipeline.full)
+        self.metrics.watch(facts)
+        self.liveness = Liveness(loop, facts.on_commit_thread, facts.pipeline_full)
         self._watchdog = Watchdog(self.notifier, self.liveness,
                                   Watchdog.interval_for(self.notifier))
         self._watchdog.start()
@@ -109,29 +107,24 @@ class Operations:
 
     # -- what the HTTP listener shows ---------------------------------------------------------
 
-    def buttons(self) -> dict[str, dict[str, Any]]:
-        return self._gateway.rules.device_snapshot()
-
-    def live_checks(self) -> dict[str, Any]:
-        gateway = self._gateway
-        return {
-            "broker": broker_check(gateway.ingest, self._broker_address()),
+    def live(self) -> tuple[bool, dict[str, Any]]:
+        facts = self._facts
+        checks = {
+            "broker": broker_check(facts.broker, facts.broker_address),
             "pipeline": pipeline_check(self.liveness),
         }
-
-    def live(self) -> tuple[bool, dict[str, Any]]:
-        checks = self.live_checks()
         # Live once subscribed (supervisors and external tests rely on it), unless stalled.
         ok, detail = verdict(checks)
-        return ok, detail
+        subscribed = facts.broker.subscribed.is_set()
+        return ok, {"broker": "subscribed" if subscribed else "not subscribed", **detail}
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
         """Blocking (reads the outbox): call from a worker thread."""
-        gateway = self._gateway
+        facts = self._facts
         checks = {
-            "broker": broker_check(gateway.ingest, self._broker_address()),
-            "central": self.reach.check(self._config.http.ready_central_within),
-            "outbox": outbox_check(gateway.outbox.stats(), gateway.pipeline.full),
+            "broker": broker_check(facts.broker, facts.broker_address),
+            "central": facts.central.check(self._config.http.ready_central_within),
+            "outbox": outbox_check(facts.outbox_stats(), facts.pipeline_full()),
         }
         return verdict(checks)
 
@@ -139,28 +132,41 @@ class Operations:
         """Blocking (reads the outbox): call from a worker thread."""
         return self.metrics.exposition(accept)
 
-    def page_extras(self) -> dict[str, Any]:
-        gateway = self._gateway
-        stats = gateway.outbox.stats()
+    def page(self) -> dict[str, Any]:
+        """Everything the LAN page shows. Blocking (reads the outbox): from a worker thread."""
+        facts = self._facts
+        stats = facts.outbox_stats()
+        central = facts.central
 
         def depth(d: Any) -> dict[str, Any]:
             return {"events": d.events, "bytes": d.bytes, "oldest_age": d.oldest_age}
 
         return {
-            "devices": device_rows(self.buttons(), self.board.snapshot(), self.registry()),
+            "gateway_id": facts.gateway_id,
+            "fallback": facts.fallback_active(),
+            "alerts": facts.fallback_waiting() or facts.waiting_alerts(50),
+            "facts": {
+                "broker": "connected" if facts.broker.connected else "disconnected",
+                "central": "unreachable: " + (central.last_error or "")
+                if central.failing_since else "reachable",
+                "outbox alerts": stats.alerts.events,
+                "outbox logs": stats.logs.events,
+                "dead letters": stats.dead_letters,
+            },
+            "devices": device_rows(facts.devices(), self.board.snapshot(), self.registry()),
             "outbox": {
                 "alerts": depth(stats.alerts),
                 "logs": depth(stats.logs),
                 "dead_letters": stats.dead_letters,
                 "used_bytes": stats.used_bytes,
                 "max_bytes": stats.max_bytes,
-                "full": gateway.pipeline.full,
+                "full": facts.pipeline_full(),
             },
         }
 
     def registry(self) -> Registry:
         """The registry on disk, reread only when the file changed (for names on the page)."""
-        store = self._gateway.registry_store
+        store = self._facts.registry_store
         try:
             info = store.path.stat()
         except FileNotFoundError:
@@ -173,9 +179,6 @@ class Operations:
                 log.debug("registry unreadable for the page: %s", exc)
         return self._registry[1]
 
-    def _broker_address(self) -> str:
-        return f"{self._config.mqtt.host}:{self._config.mqtt.port}"
-
     # -- SIGHUP ---------------------------------------------------------------------------------
 
     def _on_sighup(self) -> None:
@@ -187,24 +190,23 @@ class Operations:
         `registry.replace` is, so every message is judged by one registry or the other."""
         log.info("SIGHUP: reloading the log level and the registry")
         level = await asyncio.to_thread(self._reload_level)
-        gateway = self._gateway
+        store = self._facts.registry_store
         try:
-            registry = await asyncio.to_thread(gateway.registry_store.load)
+            registry = await asyncio.to_thread(store.load)
         except (ValueError, OSError) as exc:
-            log.error("registry %s not reloaded, keeping the one in use: %s",
-                      gateway.registry_store.path, exc)
+            log.error("registry %s not reloaded, keeping the one in use: %s", store.path, exc)
             return
         swapped: concurrent.futures.Future[None] = concurrent.futures.Future()
 
         def swap() -> None:
             try:
-                gateway.rules.replace_registry(registry)
+                self._facts.use_registry(registry)
             except Exception as exc:
                 swapped.set_exception(exc)
                 raise
             swapped.set_result(None)
 
-        gateway.pipeline.call_soon(swap)
+        self._facts.on_commit_thread(swap)
         await asyncio.wrap_future(swapped)
         self.reloads += 1
         log.info("reloaded: registry version %s (%d buttons, %d scanners), log level %s",
@@ -235,11 +237,11 @@ class Operations:
             await asyncio.sleep(STATUS_INTERVAL)
 
     def status_text(self) -> str:
-        gateway = self._gateway
-        stats = gateway.outbox.stats()
-        broker = "broker ok" if gateway.ingest.subscribed.is_set() else "broker DOWN"
-        central = self.reach.check(self._config.http.ready_central_within)
-        buttons = self.buttons()
+        facts = self._facts
+        stats = facts.outbox_stats()
+        broker = "broker ok" if facts.broker.subscribed.is_set() else "broker DOWN"
+        central = facts.central.check(self._config.http.ready_central_within)
+        buttons = facts.devices()
         offline = sum(1 for b in buttons.values() if b.get("offline"))
         parts = [
             broker,
@@ -247,7 +249,7 @@ class Operations:
             f"outbox {stats.alerts.events} alerts, {stats.logs.events} logs",
             f"{len(buttons)} buttons ({offline} offline)",
         ]
-        if gateway.pipeline.full:
+        if facts.pipeline_full():
             parts.append("OUTBOX FULL")
         if stats.dead_letters:
             parts.append(f"{stats.dead_letters} dead letters")

@@ -24,7 +24,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class Notifier:
                 self._socket = None
 
 
-def _watchdog_usec(env) -> int | None:
+def _watchdog_usec(env: Mapping[str, str]) -> int | None:
     """The watchdog interval systemd gave us, if it is meant for this process."""
     raw = env.get("WATCHDOG_USEC")
     if not raw:

@@ -1,12 +1,25 @@
-"""What the uplink and the downlink share in talking to the central: TLS, retries, health."""
+"""What the uplink and the downlink share in talking to the central: TLS, retries, and the
+one record of whether the central is reachable.
+
+`CentralHealth` is fed by every request the gateway makes to the central (uplink batches and
+the downlink's long-poll alike, through the HTTP session's trace hooks, see
+`edge.ops.metrics`), and read by the local fallback, the LAN page, `/readyz` and systemd's
+status line, so that they can never disagree.
+"""
 
 from __future__ import annotations
 
 import email.utils
 import random
 import ssl
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mashang.answers import Answer, classify
 
 MAX_RETRY_AFTER = 300.0
 
@@ -17,29 +30,75 @@ class Transient(Exception):
         self.retry_after = retry_after
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
+class Check:
+    ok: bool
+    detail: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "detail": self.detail}
+
+
 class CentralHealth:
-    """What the readiness check and the local fallback need to know about the central."""
+    """Whether the central answers us. Thread-safe: fed on the loop, read from any thread."""
 
-    last_success: float | None = None
-    failing_since: float | None = None
-    last_error: str | None = None
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.last_ok: float | None = None
+        self.failing_since: float | None = None
+        self.last_error: str | None = None
+        self._last_status: int | None = None
 
-    def succeeded(self) -> None:
-        self.last_success = time.time()
+    def answered(self, path: str, status: int | None, error: str | None) -> None:
+        """One request to the central at `path`: sent (neither given), answered with an HTTP
+        status, or failed with an error."""
+        with self._lock:
+            if status is None and error is None:
+                # Request sent: the central is reachable again, unless what failed was its
+                # answer (an HTTP error stands until an answer says otherwise).
+                if self.failing_since is None or self._last_status is None:
+                    self._succeeded()
+                return
+            self._last_status = status
+            answer = classify(status) if status is not None else Answer.TRANSIENT
+            if error is None and answer in (Answer.DELIVERED, Answer.REFUSED):
+                self._succeeded()
+                return
+            if self.failing_since is None:
+                self.failing_since = self._clock()
+            if error is not None:
+                self.last_error = f"{error} ({path})"
+            elif answer is Answer.UNAUTHORIZED:
+                self.last_error = (f"HTTP {status} on {path}: the central refuses our key or "
+                                   "clock (check central.key and the time)")
+            else:
+                self.last_error = f"HTTP {status} on {path}"
+
+    def _succeeded(self) -> None:
+        self.last_ok = self._clock()
         self.failing_since = None
         self.last_error = None
 
-    def failed(self, reason: str) -> None:
-        if self.failing_since is None:
-            self.failing_since = time.time()
-        self.last_error = reason
-
     def unreachable_for(self) -> float:
-        return 0.0 if self.failing_since is None else time.time() - self.failing_since
+        with self._lock:
+            return 0.0 if self.failing_since is None else self._clock() - self.failing_since
+
+    def check(self, within: float) -> Check:
+        with self._lock:
+            moment = self._clock()
+            if self.failing_since is not None:
+                return Check(False, f"failing for {moment - self.failing_since:.0f} s: "
+                                    f"{self.last_error}")
+            if self.last_ok is None:
+                return Check(False, "not reached yet")
+            silent = moment - self.last_ok
+            if silent > within:
+                return Check(False, f"no answer for {silent:.0f} s (limit {within:.0f} s)")
+            return Check(True, f"reached {silent:.0f} s ago")
 
 
-def ssl_context(ca_file) -> ssl.SSLContext:
+def ssl_context(ca_file: Path | None) -> ssl.SSLContext:
     """Verification is always on; a private CA is added, never a way to turn checks off."""
     context = ssl.create_default_context()
     if ca_file:

@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from edge.buffer.outbox import ALERT, Outbox
+from edge.buffer.outbox import EventClass, Outbox
 from edge.config import FallbackSection
 from edge.sink.central import CentralHealth
 
@@ -55,7 +55,7 @@ class Fallback:
                 self.waiting = []
                 self._posted.clear()
                 continue
-            pending = await asyncio.to_thread(self._outbox.peek, ALERT, SHOWN_AT_MOST)
+            pending = await asyncio.to_thread(self._outbox.peek, EventClass.ALERT, SHOWN_AT_MOST)
             self.waiting = [json.loads(item.body) for item in pending]
             for alert in self.waiting:
                 if alert["id"] not in self._posted and await self._post(session, alert):

@@ -12,23 +12,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 import time
+from dataclasses import dataclass, field
 
 import aiohttp
 
-from edge.buffer.outbox import ALERT, CLASS_NAMES, LOG, Leased, Outbox
+from edge.buffer.outbox import EventClass, Leased, Outbox, OutboxError
 from edge.config import CentralSection, OutboxSection
 from edge.events import isoformat, now
-from edge.sink.central import Backoff, CentralHealth, Transient, parse_retry_after
+from edge.sink.central import Backoff, Transient, parse_retry_after
+from mashang.answers import Answer, classify
 from mashang.signing import signed_headers
 
 log = logging.getLogger(__name__)
 
-# Refusals that belong to the request's content: retrying the same events cannot succeed.
-PERMANENT = {400, 413, 422}
-# Refusals of our credentials or clock: not the events' fault, so they are kept and retried.
-AUTH = {401, 403}
+@dataclass
+class UplinkCounts:
+    """What the uplink has done since start, for metrics."""
+
+    sent: dict[EventClass, int] = field(
+        default_factory=lambda: {EventClass.ALERT: 0, EventClass.LOG: 0}
+    )
+    retries: int = 0
+    dead_lettered: int = 0
 
 
 def batch_body(gateway_id: str, events: list[Leased]) -> bytes:
@@ -53,8 +59,7 @@ class Uplink:
         self._gateway_id = gateway_id
         self._key = key
         self._url = f"{central.base_url}/v1/ingest"
-        self.health = CentralHealth()
-        self._wake = {ALERT: asyncio.Event(), LOG: asyncio.Event()}
+        self._wake = {EventClass.ALERT: asyncio.Event(), EventClass.LOG: asyncio.Event()}
         self._alerts_done = asyncio.Event()
         # Set whenever the central answers a batch: a log sender in backoff starts again at once
         # (the central is back) instead of sleeping out its delay.
@@ -63,11 +68,9 @@ class Uplink:
         # before this monotonic time.
         self._not_before = 0.0
         # The previous log batch's delete, still running while the next batch is posted.
-        self._log_ack: asyncio.Future | None = None
+        self._log_ack: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.sent = {ALERT: 0, LOG: 0}
-        self.dead_lettered = 0
-        self.retries = 0
+        self.counts = UplinkCounts()
 
     def notify(self, has_alert: bool) -> None:
         """Thread-safe: the commit thread says there is something new to send."""
@@ -77,16 +80,17 @@ class Uplink:
 
     def _wake_up(self, has_alert: bool) -> None:
         if has_alert:
-            self._wake[ALERT].set()
-        self._wake[LOG].set()
+            self._wake[EventClass.ALERT].set()
+        self._wake[EventClass.LOG].set()
 
     async def run(self, session: aiohttp.ClientSession) -> None:
         self._loop = asyncio.get_running_loop()
-        await asyncio.gather(self._sender(session, ALERT), self._sender(session, LOG))
+        await asyncio.gather(self._sender(session, EventClass.ALERT),
+                             self._sender(session, EventClass.LOG))
 
-    async def _sender(self, session: aiohttp.ClientSession, klass: int) -> None:
+    async def _sender(self, session: aiohttp.ClientSession, klass: EventClass) -> None:
         wake = self._wake[klass]
-        is_log = klass == LOG
+        is_log = klass == EventClass.LOG
         limit = (
             self._outbox_config.log_batch_size if is_log else self._outbox_config.alert_batch_size
         )
@@ -95,7 +99,7 @@ class Uplink:
             wake.clear()
             if is_log:
                 await self._linger()
-            elif self._outbox.pending(ALERT) == 0:
+            elif self._outbox.pending(EventClass.ALERT) == 0:
                 self._alerts_done.set()
             batch = await asyncio.to_thread(self._outbox.lease, klass, limit)
             if not batch:
@@ -106,18 +110,16 @@ class Uplink:
             try:
                 await self._deliver(session, klass, batch)
                 backoff.reset()
-                self.health.succeeded()
                 self._answered.set()
             except Transient as exc:
                 self._outbox.release(item.seq for item in batch)
-                self.health.failed(str(exc))
-                self.retries += 1
+                self.counts.retries += 1
                 if exc.retry_after:
                     self._not_before = max(self._not_before, time.monotonic() + exc.retry_after)
                 delay = backoff.next_delay(exc.retry_after)
                 log.warning(
                     "%s batch not delivered (%s); retrying in %.1f s",
-                    CLASS_NAMES[klass],
+                    klass.label,
                     exc,
                     delay,
                 )
@@ -126,11 +128,11 @@ class Uplink:
 
     async def _linger(self) -> None:
         """Logs wait for a full batch or the linger time, and always for the alerts."""
-        if self._outbox.pending(LOG) < self._outbox_config.log_batch_size:
+        if self._outbox.pending(EventClass.LOG) < self._outbox_config.log_batch_size:
             await asyncio.sleep(self._outbox_config.log_linger)
-        while self._outbox.pending(ALERT) > 0:
+        while self._outbox.pending(EventClass.ALERT) > 0:
             self._alerts_done.clear()
-            self._wake[ALERT].set()
+            self._wake[EventClass.ALERT].set()
             await self._alerts_done.wait()
 
     async def _sleep_unless_woken(
@@ -152,21 +154,24 @@ class Uplink:
         wake.set()
 
     async def _deliver(
-        self, session: aiohttp.ClientSession, klass: int, batch: list[Leased]
+        self, session: aiohttp.ClientSession, klass: EventClass, batch: list[Leased]
     ) -> None:
         status, reason, retry_after = await self._post(session, batch)
+        answer = classify(status)
+        # Only the contract's 200 says that every event of the batch is safe: another 2xx
+        # (a proxy's, say) is retried rather than trusted.
         if status == 200:
             seqs = [item.seq for item in batch]
-            if klass == LOG:
+            if klass == EventClass.LOG:
                 # Deleted while the next batch is leased and posted (its rows stay leased until
                 # then, so they are not sent again): a drain does not wait for each fsync.
                 await self._settle_log_ack()
                 self._log_ack = asyncio.ensure_future(self._ack(seqs))
             else:
                 await self._ack(seqs)
-            self.sent[klass] += len(batch)
+            self.counts.sent[klass] += len(batch)
             return
-        if status in PERMANENT:
+        if answer is Answer.REFUSED:
             if len(batch) == 1:
                 log.error(
                     "central refused event %s permanently (%s %s); dead-lettered",
@@ -175,13 +180,13 @@ class Uplink:
                     reason,
                 )
                 await asyncio.to_thread(self._outbox.dead_letter, batch[0], reason, status)
-                self.dead_lettered += 1
+                self.counts.dead_lettered += 1
                 return
             middle = len(batch) // 2
             await self._deliver(session, klass, batch[:middle])
             await self._deliver(session, klass, batch[middle:])
             return
-        if status in AUTH:
+        if answer is Answer.UNAUTHORIZED:
             log.error(
                 "central refused our credentials or clock (%s %s): check central.key and "
                 "the time; events are kept",
@@ -197,7 +202,7 @@ class Uplink:
         (found by tests/test_full_disk.py)."""
         try:
             await asyncio.to_thread(self._outbox.ack, seqs)
-        except sqlite3.OperationalError as exc:
+        except OutboxError as exc:
             self._outbox.release(seqs)
             raise Transient(f"outbox could not let delivered events go: {exc}") from exc
 
@@ -207,7 +212,10 @@ class Uplink:
         if previous is not None:
             await previous
 
-    async def _post(self, session: aiohttp.ClientSession, batch: list[Leased]):
+    async def _post(
+        self, session: aiohttp.ClientSession, batch: list[Leased]
+    ) -> tuple[int, str, float | None]:
+        """The central's status, the start of its answer, and its Retry-After if any."""
         while (wait := self._not_before - time.monotonic()) > 0:
             await asyncio.sleep(wait)
         body = batch_body(self._gateway_id, batch)

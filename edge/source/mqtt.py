@@ -12,10 +12,14 @@ import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.client import ConnectFlags, DisconnectFlags
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.config import MqttSection
 from edge.events import now
@@ -58,7 +62,7 @@ class Ingest:
 
     def _make_client(self, client_id: str) -> mqtt.Client:
         client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=mqtt.MQTTv5,
             manual_ack=True,
@@ -69,7 +73,11 @@ class Ingest:
             client.username_pw_set(config.username, password)
         if config.ca_file:
             client.tls_set(ca_certs=str(config.ca_file), cert_reqs=ssl.CERT_REQUIRED)
-        client.reconnect_delay_set(config.reconnect_min, config.reconnect_max)
+        # paho annotates the delays as int, but only compares, doubles and adds them to the
+        # monotonic clock: fractions of a second (reconnect_min defaults to 0.5) work as such.
+        client.reconnect_delay_set(
+            config.reconnect_min, config.reconnect_max  # type: ignore[arg-type]
+        )
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
@@ -114,7 +122,8 @@ class Ingest:
 
     # -- paho callbacks (paho's network thread) ---------------------------------------------
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: ConnectFlags,
+                    reason_code: ReasonCode, properties: Properties | None) -> None:
         if reason_code.is_failure:
             log.error("broker refused the connection: %s", reason_code)
             return
@@ -129,7 +138,8 @@ class Ingest:
         if result == mqtt.MQTT_ERR_SUCCESS:
             self._pending_subscription = mid
 
-    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int,
+                      reason_codes: list[ReasonCode], properties: Properties | None) -> None:
         if mid != self._pending_subscription:
             return
         failed = [str(code) for code in reason_codes if code.is_failure]
@@ -139,21 +149,24 @@ class Ingest:
         log.info("subscribed to %s", ", ".join(self._topics()))
         self.subscribed.set()
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: DisconnectFlags,
+                       reason_code: ReasonCode, properties: Properties | None) -> None:
         self.subscribed.clear()
         if self._accepting:
             log.warning("disconnected from broker (%s); reconnecting", reason_code)
 
-    def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if not self._accepting:
             return
         received_at = now()
+        # paho declares bytes | bytearray; what it hands us is bytes, which bytes() returns as is.
+        payload = bytes(msg.payload)
         messages = translate(
-            msg.topic, msg.payload, received_at, self._adapters,
+            msg.topic, payload, received_at, self._adapters,
             topic_root=self._root, retained=msg.retain, repeats=self._repeats,
         )
         if messages is None:
-            messages = [parse_message(self._root, msg.topic, msg.payload, received_at)]
+            messages = [parse_message(self._root, msg.topic, payload, received_at)]
         # Even a message with nothing to record goes through the pipeline, so that acks keep
         # the order in which the messages arrived.
         self._deliver(Received(tuple(messages), msg.mid, msg.qos))

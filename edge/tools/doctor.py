@@ -27,7 +27,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO, TypedDict
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
@@ -36,8 +36,14 @@ from edge.config import CENTRAL_KEY_ENV, ConfigError, GatewayConfig, load_config
 from edge.registry_store import RegistryStore
 from edge.sink.central import ssl_context
 from mashang.registry import Registry
-from mashang.signing import MAX_SKEW_SECONDS, signed_headers
+from mashang.signing import MAX_SKEW_SECONDS, Refusal, signed_headers
 from mashang.topics import subscriptions
+
+if TYPE_CHECKING:
+    # paho is imported only by the check that logs in at the broker.
+    from paho.mqtt.client import Client, ConnectFlags
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
 
 Status = Literal["ok", "warn", "fail"]
 
@@ -88,12 +94,20 @@ def check_broker(config: GatewayConfig, timeout: float) -> Iterator[Finding]:
     yield from mqtt_login(config, where, timeout)
 
 
+class _LoginOutcome(TypedDict, total=False):
+    """What the broker answered, filled in by paho's callbacks."""
+
+    connect: ReasonCode
+    subscribe: list[ReasonCode]
+
+
 def mqtt_login(config: GatewayConfig, where: str, timeout: float) -> Iterator[Finding]:
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
 
     settings = config.mqtt
     user = settings.username or "anonymous"
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+    client = mqtt.Client(CallbackAPIVersion.VERSION2,
                          client_id=f"mashang-doctor-{config.gateway.id}-{os.getpid()}",
                          protocol=mqtt.MQTTv5)
     client.connect_timeout = timeout
@@ -110,13 +124,15 @@ def mqtt_login(config: GatewayConfig, where: str, timeout: float) -> Iterator[Fi
             return
     connected = threading.Event()
     subscribed = threading.Event()
-    outcome: dict[str, object] = {}
+    outcome: _LoginOutcome = {}
 
-    def on_connect(client, userdata, flags, reason_code, properties) -> None:
+    def on_connect(client: Client, userdata: Any, flags: ConnectFlags, reason_code: ReasonCode,
+                   properties: Properties | None) -> None:
         outcome["connect"] = reason_code
         connected.set()
 
-    def on_subscribe(client, userdata, mid, reason_codes, properties) -> None:
+    def on_subscribe(client: Client, userdata: Any, mid: int, reason_codes: list[ReasonCode],
+                     properties: Properties | None) -> None:
         outcome["subscribe"] = reason_codes
         subscribed.set()
 
@@ -140,7 +156,7 @@ def mqtt_login(config: GatewayConfig, where: str, timeout: float) -> Iterator[Fi
                        "`sudo journalctl -u mosquitto` shows why it does not answer")
             return
         code = outcome["connect"]
-        if code.is_failure:  # type: ignore[attr-defined]
+        if code.is_failure:
             yield fail("broker", f"{where} refused the login as {user}: {code}",
                        login_fix(settings.username))
             return
@@ -255,6 +271,7 @@ def judge_reply(config: GatewayConfig, base: str, status: int, date: str | None,
         yield ok("central", f"{base} answered in {elapsed * 1000:.0f} ms")
     yield clock_finding(date, sent + elapsed / 2)
     reason = error_reason(body)
+    refusal = refusal_of(body)
     if status == 200:
         try:
             page = json.loads(body)
@@ -266,11 +283,11 @@ def judge_reply(config: GatewayConfig, base: str, status: int, date: str | None,
         else:
             yield fail("central key", f"HTTP 200 but not a command page: {excerpt(body)}",
                        "is central.url the Mashang central, not some other web server?")
-    elif status == 401 and "unknown gateway" in reason:
+    elif status == 401 and refusal is Refusal.UNKNOWN_GATEWAY:
         yield fail("central key", f"the central does not know gateway {gateway_id!r}",
                    f"add `{gateway_id} = \"<key>\"` to [gateways] in the central's config, "
                    "or set gateway.id to the id the central has for this gateway")
-    elif status == 401 and "timestamp" in reason:
+    elif status == 401 and refusal in (Refusal.BAD_TIMESTAMP, Refusal.STALE_TIMESTAMP):
         yield fail("central key", f"the central refuses our clock: {reason}", TIME_SYNC_FIX)
     elif status == 401:
         yield fail("central key", f"the central refuses our key ({reason or 'HTTP 401'})",
@@ -309,9 +326,18 @@ def error_reason(body: bytes) -> str:
         document = json.loads(body)
     except ValueError:
         return excerpt(body)
-    if isinstance(document, dict) and isinstance(document.get("error"), str):
-        return document["error"]
+    if isinstance(document, dict) and isinstance(reason := document.get("error"), str):
+        return reason
     return excerpt(body)
+
+
+def refusal_of(body: bytes) -> Refusal | None:
+    """Why the central refused our signature, by the stable code of its 401 answer."""
+    try:
+        code = json.loads(body).get("code")
+        return Refusal(code)
+    except (ValueError, AttributeError):
+        return None
 
 
 def excerpt(body: bytes) -> str:

@@ -12,6 +12,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from enum import Enum
 
 from edge.buffer.outbox import Outbox, OutboxFull
 from edge.events import Event
@@ -21,7 +22,16 @@ from edge.transform.rules import Rules, make_event
 
 log = logging.getLogger(__name__)
 
-_STOP = object()
+
+class _Stop(Enum):
+    """Put on the queue to end the commit thread (an enum member: a type of its own)."""
+
+    STOP = "stop"
+
+
+_STOP = _Stop.STOP
+# What the commit thread's queue carries: messages, work to run on it, and the stop.
+_Item = Received | Callable[[], None] | _Stop
 
 
 class Pipeline:
@@ -46,7 +56,7 @@ class Pipeline:
         self._housekeeping_interval = housekeeping_interval
         self._full_retry = full_retry
         # Bounded by the broker's receive maximum: we never hold more than it lets us have unacked.
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._deferred: list[Callable[[], None]] = []
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="commit", daemon=True)
@@ -75,6 +85,7 @@ class Pipeline:
         next_housekeeping = time.monotonic() + self._housekeeping_interval
         while True:
             wait = max(0.0, min(next_tick, next_housekeeping) - time.monotonic())
+            first: _Item | None
             try:
                 first = self._queue.get(timeout=wait)
             except queue.Empty:

@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from edge.config import RulesSection
-from edge.events import Event, Kind, Priority, event_id, now
+from edge.events import Event, event_id, now
 from edge.source.messages import ButtonPress, DeviceMessage, DeviceStatus, Scan
 from edge.transform.scans import ScanJudge
+from mashang.files import atomic_write
 from mashang.registry import Registry
+from mashang.wire import Kind, Priority
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def make_event(
     kind: Kind,
     event_type: str,
     priority: Priority,
-    extra: dict | None = None,
+    extra: dict[str, Any] | None = None,
     *,
     primary: bool = True,
 ) -> Event:
@@ -57,7 +58,7 @@ def make_event(
     )
 
 
-def gateway_event(event_type: str, data: dict, *, device_id: str | None = None,
+def gateway_event(event_type: str, data: dict[str, Any], *, device_id: str | None = None,
                   kind: Kind = "log", priority: Priority = "normal") -> Event:
     """An event the gateway raises on its own (supervision, start-up, eviction)."""
     moment = now()
@@ -81,8 +82,11 @@ class ButtonState:
 class Rules:
     """Turns one message into its events. Runs on the commit thread only."""
 
-    def __init__(self, settings: RulesSection, registry: Registry, state_path: Path | None) -> None:
+    def __init__(self, settings: RulesSection, registry: Registry, state_path: Path | None,
+                 clock: Callable[[], float] = time.time) -> None:
         self._settings = settings
+        # Seconds since the epoch; tests pass a clock of their own, so rules need no sleeps.
+        self._clock = clock
         self._registry = registry
         self._registered = {button.device_id: button for button in registry.buttons}
         self._judge = ScanJudge(registry)
@@ -101,7 +105,7 @@ class Rules:
     def _watch_registered_buttons(self) -> None:
         # A registered button we have never heard from is supervised from now on.
         for button in self._registry.buttons:
-            self._buttons.setdefault(button.device_id, ButtonState(last_seen=time.time()))
+            self._buttons.setdefault(button.device_id, ButtonState(last_seen=self._clock()))
 
     # -- messages --------------------------------------------------------------------------
 
@@ -120,13 +124,13 @@ class Rules:
         return [make_event(message, "log", f"{message.device_kind}.status", "low")]
 
     def _seen(self, device_id: str) -> ButtonState:
-        state = self._buttons.setdefault(device_id, ButtonState(last_seen=time.time()))
-        state.last_seen = time.time()
+        state = self._buttons.setdefault(device_id, ButtonState(last_seen=self._clock()))
+        state.last_seen = self._clock()
         return state
 
     def _press(self, message: DeviceMessage, press: ButtonPress, state: ButtonState) -> list[Event]:
         priority: Priority = "critical" if press.action == "long" else "high"
-        moment = time.time()
+        moment = self._clock()
         context = self._button_context(message.device_id or "")
         within_guard = (
             state.alert_id is not None and moment - state.last_press <= self._settings.guard_window
@@ -229,7 +233,7 @@ class Rules:
     def tick(self) -> list[Event]:
         """Supervision: a button silent past its interval is offline. Called periodically."""
         events = []
-        moment = time.time()
+        moment = self._clock()
         for device_id, state in self._buttons.items():
             if state.offline:
                 continue
@@ -259,12 +263,7 @@ class Rules:
         if self._state_path is None:
             return
         document = {device: asdict(state) for device, state in self._buttons.items()}
-        fd, temp = tempfile.mkstemp(dir=self._state_path.parent, prefix=".devices.")
-        with os.fdopen(fd, "w") as handle:
-            json.dump(document, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, self._state_path)
+        atomic_write(self._state_path, json.dumps(document))
 
     def _load_state(self) -> dict[str, ButtonState]:
         if self._state_path is None or not self._state_path.exists():

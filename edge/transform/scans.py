@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from edge.events import Kind, Priority
 from mashang.codes import CodeRejected, VerifiedCode, public_keys, verify_code
 from mashang.registry import Registry, Scanner, Stall
+from mashang.wire import Kind, Priority
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class ScanJudge:
             return self._household(code, purpose, subject)
         return self._stall(code, registry.scanner(scanner_id), purpose, moment, subject)
 
-    def _household(self, code: VerifiedCode, purpose: str, subject: dict) -> Verdict:
+    def _household(self, code: VerifiedCode, purpose: str, subject: dict[str, Any]) -> Verdict:
         if purpose != "visit":
             return rejected("wrong_purpose", subject)
         household = self._registry.household(code.subject_id)
@@ -74,7 +74,7 @@ class ScanJudge:
         return Verdict("visit.checkin", "log", "normal", "accepted", "visit", subject)
 
     def _stall(self, code: VerifiedCode, scanner: Scanner | None, purpose: str,
-               moment: datetime, subject: dict) -> Verdict:
+               moment: datetime, subject: dict[str, Any]) -> Verdict:
         if purpose not in STALL_PURPOSES:
             return rejected("wrong_purpose", subject)
         stall = self._registry.stall(code.subject_id)
@@ -89,7 +89,7 @@ class ScanJudge:
             return self._violation("outside_hours", subject, scanner)
         return Verdict("scan.accepted", "log", "low", "accepted", "licensed", subject)
 
-    def _violation(self, reason: str, subject: dict, scanner: Scanner) -> Verdict:
+    def _violation(self, reason: str, subject: dict[str, Any], scanner: Scanner) -> Verdict:
         inspection = self._registry.community.inspection_contact
         subject = subject | {
             "scanner_zone": scanner.zone,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -25,7 +24,7 @@ from aiohttp import web
 from devices.simulators import butler
 from devices.simulators.butler import Answer, LiveStream, request  # noqa: F401
 from mashang.signing import signed_headers
-from tests.helpers.support import ADMIN_TOKEN, GATEWAY_ID, GATEWAY_KEY, Central, wait_for
+from tests.helpers.support import ADMIN_TOKEN, GATEWAY_ID, GATEWAY_KEY, Central, mashang, wait_for
 
 PASSWORD = "correct horse battery"
 
@@ -74,20 +73,9 @@ REGISTRY: dict[str, Any] = {
 
 def admin_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     """`mashang registry …` / `mashang butler …`, in a process of its own as an operator runs
-    them (through the same parser functions that edge/cli.py registers)."""
-    program = (
-        "import argparse, sys\n"
-        "from cloud_bridge.console.butler_admin import add_butler_parser\n"
-        "from cloud_bridge.registry.admin import add_registry_parser\n"
-        "parser = argparse.ArgumentParser(prog='mashang')\n"
-        "sub = parser.add_subparsers(dest='command', required=True)\n"
-        "add_registry_parser(sub)\n"
-        "add_butler_parser(sub)\n"
-        "args = parser.parse_args(sys.argv[1:])\n"
-        "sys.exit(args.func(args))\n"
-    )
+    them."""
     return subprocess.run(
-        [sys.executable, "-c", program, *args],
+        mashang(*args),
         input=stdin,
         capture_output=True,
         text=True,

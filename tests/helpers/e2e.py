@@ -16,7 +16,7 @@ from edge.registry_store import RegistryStore
 from mashang.registry import Registry
 from tests.helpers.support import Gateway, wait_for
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
 @dataclass(frozen=True)

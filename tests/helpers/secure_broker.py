@@ -22,7 +22,7 @@ from paho.mqtt.properties import Properties
 
 from tests.helpers.support import Broker, free_port, wait_for
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 SHIPPED_CONF = DEPLOY / "mosquitto.conf"
 SHIPPED_ACL = DEPLOY / "mosquitto.acl"
 

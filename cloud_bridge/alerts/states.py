@@ -1,0 +1,58 @@
+"""The words of the alert lifecycle, defined once.
+
+`StrEnum`s: each member is its string, so what is stored in SQLite, sent to the consoles, the
+operators' API and webhooks, and queued to gateways is the same text as before there were enums
+(`AlertState.RAISED == "raised"`, `json.dumps(AlertState.RAISED) == '"raised"'`).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = ["OPEN_STATES", "UNACKNOWLEDGED", "AlertState", "Listing", "Page", "Step"]
+
+
+class AlertState(StrEnum):
+    """`alerts.state`: raised → notified → acknowledged → resolved. Also the `state` of a
+    feedback command (acknowledged, resolved) that tells a button's LED what happened."""
+
+    RAISED = "raised"
+    NOTIFIED = "notified"  # someone was reached (a webhook took it, or a console showed it)
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
+OPEN_STATES = frozenset({AlertState.RAISED, AlertState.NOTIFIED, AlertState.ACKNOWLEDGED})
+# Still escalating: nobody has said they are on their way.
+UNACKNOWLEDGED = frozenset({AlertState.RAISED, AlertState.NOTIFIED})
+
+
+class Step(StrEnum):
+    """`alert_steps.step`, and the `step` of a book change the engine acts on."""
+
+    RAISED = "raised"
+    PRESSED = "pressed"  # a further press joined the open alert
+    PRIORITY = "priority"  # that press raised the alert's priority
+    PAGED = "paged"  # a rung of the escalation ladder was paged
+    NOTIFIED = "notified"
+    PUSHED = "pushed"  # shown on a butler's open console
+    ESCALATED = "escalated"  # unacknowledged for `escalate_after`: the next rung is paged
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+    FEEDBACK = "feedback"  # a feedback command was queued for the button's gateway
+
+
+class Page(StrEnum):
+    """Why a target is paged: the `event` of a webhook message."""
+
+    RAISED = "alert.raised"
+    PRIORITY = "alert.priority"
+    ESCALATED = "alert.escalated"
+
+
+class Listing(StrEnum):
+    """Which alerts a listing holds (`?state=` of the operators' API, the console's views)."""
+
+    OPEN = "open"
+    RESOLVED = "resolved"
+    ALL = "all"

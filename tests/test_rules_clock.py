@@ -1,0 +1,102 @@
+"""The button rules against a clock the test moves: guard window, supervision by silence and
+battery crossings, judged in-process with no broker and no sleeps (PROTOCOL §3 event types)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import pytest
+
+from edge.config import RulesSection
+from edge.source.messages import parse_message
+from edge.transform.rules import Rules
+from mashang.registry import Building, Butler, Button, Registry, Resident
+
+pytestmark = pytest.mark.unit
+
+ROOT = "mashang/v1"
+REGISTRY = Registry(
+    butlers=[Butler(id="b-wang", name="王管家")],
+    buildings=[Building(id="B3", name="3号楼", primary_butler="b-wang")],
+    buttons=[Button(device_id="btn-0007", supervision_hours=1.0,
+                    resident=Resident(name="张秀英", building="B3", room="1201"))],
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def rules(clock: Clock) -> Rules:
+    settings = RulesSection(guard_window=30.0, battery_low_percent=20, battery_hysteresis=5)
+    return Rules(settings, REGISTRY, state_path=None, clock=clock)
+
+
+def press(rules: Rules, seq: int, device: str = "btn-0007", **fields: object) -> list[dict]:
+    payload = {"seq": seq, **fields}
+    raw = json.dumps(payload).encode()
+    topic = f"{ROOT}/buttons/{device}/events"
+    message = parse_message(ROOT, topic, raw, datetime.now().astimezone())
+    return [event.to_wire() for event in rules.evaluate(message)]
+
+
+def test_presses_within_the_guard_window_fold_into_one_alert(rules: Rules, clock: Clock) -> None:
+    [first] = press(rules, 1)
+    clock.now += 29.0
+    [second] = press(rules, 2)
+    assert (first["type"], second["type"]) == ("button.press", "button.repeat")
+    assert second["data"]["alert_id"] == first["data"]["alert_id"]
+    assert second["data"]["presses"] == 2
+
+
+def test_a_press_after_the_guard_window_is_a_new_alert(rules: Rules, clock: Clock) -> None:
+    [first] = press(rules, 1)
+    clock.now += 30.5
+    [second] = press(rules, 2)
+    assert second["type"] == "button.press"
+    assert second["data"]["alert_id"] != first["data"]["alert_id"]
+    assert second["data"]["presses"] == 1
+
+
+def test_the_guard_window_runs_from_the_latest_press(rules: Rules, clock: Clock) -> None:
+    [first] = press(rules, 1)
+    for seq in range(2, 6):
+        clock.now += 20.0  # each press within 30 s of the one before: 80 s in all
+        [repeat] = press(rules, seq)
+        assert repeat["data"]["alert_id"] == first["data"]["alert_id"]
+
+
+def test_silence_past_the_supervision_interval_raises_one_offline(rules: Rules,
+                                                                  clock: Clock) -> None:
+    press(rules, 1)
+    clock.now += 3599.0
+    assert rules.tick() == []
+    clock.now += 2.0
+    [offline] = [event.to_wire() for event in rules.tick()]
+    assert (offline["type"], offline["device_id"]) == ("button.offline", "btn-0007")
+    assert offline["data"]["reason"] == "silent"
+    clock.now += 7200.0
+    assert rules.tick() == [], "silent for longer still: no second reminder"
+    [back, online] = press(rules, 2)
+    assert (back["type"], online["type"]) == ("button.press", "button.online")
+
+
+def test_a_low_battery_warns_once_until_clearly_recharged(rules: Rules, clock: Clock) -> None:
+    types = []
+    for seq, battery in enumerate([50, 19, 18, 22, 19, 30, 10], start=1):
+        clock.now += 60.0  # past the guard window each time
+        types.append([event["type"] for event in press(rules, seq, battery=battery)])
+    warned = [index for index, kinds in enumerate(types) if "button.battery_low" in kinds]
+    # 19 warns; 18, 22 and 19 do not (not back above 20 + 5); 30 re-arms; 10 warns again.
+    assert warned == [1, 6]
