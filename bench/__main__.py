@@ -26,6 +26,7 @@ FIGURES = {
     "drain": figures.figure_drain,
     "footprint": figures.figure_footprint,
     "peer": figures.figure_peer,
+    "recovery": figures.figure_recovery,
 }
 SKIPPED_WHEN_QUICK = {"peer"}
 
@@ -33,7 +34,7 @@ SKIPPED_WHEN_QUICK = {"peer"}
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="under a minute: smaller counts, "
-                        "no Node-RED, no 1,000,000-event footprint")
+                        "no Node-RED, no 1,000,000-event footprint, a 5 s outage for recovery")
     parser.add_argument("--only", action="append", choices=sorted(FIGURES),
                         help="run only this figure (repeatable)")
     parser.add_argument("--profile", action="store_true",

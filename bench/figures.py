@@ -1,4 +1,5 @@
-"""The five figures of issue 5, each measured beside its baseline in the same run.
+"""The five figures of issue 5, each measured beside its baseline in the same run, and how soon
+an alert held through an outage reaches the central once it is back (`recovery`).
 
 Every figure returns a dict of plain numbers (and notes) that bench.report turns into the
 table; a figure that cannot be measured raises, and the report says why in its place.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import statistics
 import subprocess
 import sys
@@ -39,8 +41,10 @@ from tests.helpers.support import (
     GATEWAY_KEY,
     Central,
     Gateway,
+    device_topic,
     free_port,
     get_json,
+    publish,
 )
 
 MB = 1024 * 1024
@@ -707,3 +711,60 @@ def figure_peer(ctx: Context) -> dict[str, Any]:
                     stop(process)
         results[name] = measured
     return results
+
+
+# -- 6. recovery -------------------------------------------------------------------------------
+
+
+def figure_recovery(ctx: Context) -> dict[str, Any]:
+    """Central down (connections refused) for `outage` seconds, an alert pressed 1 s into it;
+    seconds from the central's return to the alert's arrival, round after round on one gateway.
+
+    The central is the tests' scriptable one (tests/helpers/receiver.py), in this process: the
+    moment it is restored (taken just before its socket listens again, so the figure errs long
+    by the few ms that takes) and the moment the alert's request arrives are both this
+    process's time.monotonic(). One clock: no process start, no health poll in between."""
+    from tests.helpers.receiver import Receiver as ScriptedCentral
+
+    outage, rounds, press_after = (5.0, 2, 1.0) if ctx.quick else (75.0, 5, 1.0)
+    folder = ctx.folder("recovery")
+    broker = Broker(folder / "broker")
+    broker.start()
+    samples: list[float] = []
+    with running(broker), ScriptedCentral() as central:
+        gateway = make_gateway(folder / "gateway", broker.port, central.url)
+        with running(gateway):
+            start_timed(gateway)
+            watch = outbox_of(gateway)
+            wait_until(lambda: central.events(), 30, "the gateway's first events")
+            wait_until(lambda: watch.depth() == 0, 30, "the gateway's first events to leave")
+            for number in range(rounds):
+                samples.append(_recovery_round(ctx, central, broker.port, watch, number,
+                                               outage, press_after))
+            watch.close()
+    return {"outage": outage, "rounds": rounds, "press_after": press_after,
+            "samples": samples, "median": statistics.median(samples), "worst": max(samples)}
+
+
+def _recovery_round(ctx: Context, central: Any, broker_port: int, watch: OutboxWatch,
+                    number: int, outage: float, press_after: float) -> float:
+    """One outage with a press in it; seconds from the restore to the alert's arrival."""
+    device = ctx.tag("btn-rec")
+    central.refuse()
+    down = time.monotonic()
+    time.sleep(press_after)
+    publish(broker_port, [(device_topic(device), json.dumps({"seq": number}))])
+    wait_until(lambda: watch.depth() > 0, 10, "the press held in the outbox")
+    # Plus up to a second, so that the rounds meet the gateway's retries at different points
+    # of their interval rather than all at the same one.
+    time.sleep(max(0.0, down + outage + random.uniform(0.0, 1.0) - time.monotonic()))
+    restored = time.monotonic()
+    central.recover()
+    [event] = wait_until(
+        lambda: [e for e in central.events() if e.get("device_id") == device],
+        max(120.0, outage * 2), f"round {number + 1}'s alert at the central", interval=0.005,
+    )
+    arrived = min(r.arrived for r in central.requests()
+                  if r.status == 200 and event["id"] in r.ids)
+    wait_until(lambda: watch.depth() == 0, 30, "an empty outbox after the round")
+    return float(arrived - restored)

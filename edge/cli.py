@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from edge.config import load_config
@@ -25,12 +26,19 @@ def add_parser(
 
 def cmd_gateway(args: argparse.Namespace) -> int:
     from edge.gateway import run_gateway
+    from edge.instance import CannotStart
     from mashang.logs import set_level
 
     config = load_config(args.config)
     if config.logging.level:  # the config file's level wins: it is the one SIGHUP rereads
         set_level(config.logging.level)
-    return run_gateway(config, args.config, args.log_level)
+    try:
+        return run_gateway(config, args.config, args.log_level)
+    except CannotStart as exc:
+        # Exit 2, like a configuration error: systemd's RestartPreventExitStatus=2 does not
+        # start a gateway again and again into the same refusal.
+        print(f"mashang gateway: cannot start: {exc}", file=sys.stderr)
+        return 2
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

@@ -47,6 +47,10 @@ class CentralSection(Section):
     connect_timeout: Seconds = 5.0
     backoff_min: Seconds = 0.2
     backoff_max: Seconds = 60.0
+    # While the central fails, an alert is tried again every this many seconds (never sooner
+    # than its Retry-After), however long the outage: it reaches the central within about
+    # this long of its return. The command poll probes as often; logs back off to backoff_max.
+    alert_retry: Seconds = 1.0
     poll_wait: int = Field(default=25, ge=0, le=120)
 
     @property
@@ -78,6 +82,11 @@ class RulesSection(Section):
     # For buttons the registry does not give an interval of their own.
     supervision_hours: Seconds = 25.0
     tick_interval: Seconds = 1.0
+    # A device that is not in the registry and not heard for this long is forgotten.
+    forget_after: Seconds = 7 * 24 * 3600.0
+    # Unregistered devices remembered at most (the least recently heard are forgotten first),
+    # so that made-up device ids cannot grow devices.json or memory without bound.
+    max_unregistered: int = Field(default=1000, ge=1, le=100_000)
 
 
 class FallbackSection(Section):

@@ -6,6 +6,10 @@
 
 Ingest runs on paho's network thread, the pipeline on its own commit thread, and the uplink,
 downlink, fallback and HTTP listener on the asyncio loop of the main thread.
+
+Every stage is supervised: if the commit thread, the uplink, the downlink or the fallback ends
+while the gateway is not stopping, the gateway says why, turns /healthz to 503 at once, stops
+in order (what was received is committed) and exits 1, for systemd to start it again.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from edge.config import GatewayConfig
 from edge.downlink.feedback import Feedback
 from edge.downlink.poll import Downlink
 from edge.events import Event
+from edge.instance import CannotStart, claim_instance
 from edge.ops.facts import GatewayFacts
 from edge.ops.http import make_status_app, start_site
 from edge.ops.operations import Operations
@@ -35,6 +40,7 @@ from edge.sink.uplink import Uplink
 from edge.source.mqtt import Ingest, Received
 from edge.transform.pipeline import Pipeline
 from edge.transform.rules import Rules, gateway_event
+from edge.words import describe_os_error
 from mashang.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -54,19 +60,29 @@ class Gateway:
         data_dir = config.gateway.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         key = config.central_key()
+        client_id = config.mqtt.client_id or f"mashang-gateway-{config.gateway.id}"
+        self.instance = claim_instance(data_dir, f"{config.mqtt.host}:{config.mqtt.port}",
+                                       client_id)
+        # Why a stage ended, once one has: the gateway then stops and exits non-zero.
+        self.failure: str | None = None
+        self._stop = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.outbox_usage = OutboxUsage()
-        self.outbox = Outbox(
+        self.outbox, _ = Outbox.open_checked(  # a damaged file is moved aside, an alert raised
             data_dir / OUTBOX_FILE, max_bytes=config.outbox.max_bytes,
             log_ttl=config.outbox.log_ttl, usage=self.outbox_usage,
         )
         self.registry_store = RegistryStore(data_dir / REGISTRY_FILE)
-        self.rules = Rules(config.rules, self.registry_store.load(), data_dir / DEVICES_FILE)
+        registry, set_aside = self.registry_store.load_at_start()
+        if set_aside:  # started with no registry: ask the central for the whole of it
+            Downlink.reset_cursor(data_dir / CURSOR_FILE)
+        self.rules = Rules(config.rules, registry, data_dir / DEVICES_FILE)
         self.uplink = Uplink(
             config.central, config.outbox, self.outbox, gateway_id=config.gateway.id, key=key
         )
         self.ingest = Ingest(
             config.mqtt,
-            client_id=config.mqtt.client_id or f"mashang-gateway-{config.gateway.id}",
+            client_id=client_id,
             topic_root=config.gateway.topic_root,
             deliver=self._received,
             adapters=config.adapters,
@@ -77,6 +93,7 @@ class Gateway:
             self.outbox,
             ack=self.ingest.ack,
             on_committed=self._committed,
+            on_failure=self._failed_elsewhere,
             max_group=config.mqtt.receive_maximum,
             tick_interval=config.rules.tick_interval,
         )
@@ -91,6 +108,9 @@ class Gateway:
             cursor_path=data_dir / CURSOR_FILE,
         )
         self.central_health = CentralHealth()
+        # The central's return, seen by any request (the command poll's, a batch), ends the
+        # uplink's retry waits at once.
+        self.central_health.on_reachable(self.uplink.central_reachable)
         self.fallback = Fallback(
             config.fallback, self.outbox, self.central_health, config.gateway.id
         )
@@ -116,6 +136,8 @@ class Gateway:
             on_commit_thread=self.pipeline.call_soon,
             use_registry=self.rules.replace_registry,
             registry_store=self.registry_store,
+            failure=lambda: self.failure,
+            record=self._record,
         )
 
     def _waiting_alerts(self, limit: int) -> list[dict[str, Any]]:
@@ -141,6 +163,13 @@ class Gateway:
                 self.feedback.scanner(event.device_id, data.get("seq"), data["result"],
                                       data["reason"], data["subject"])
 
+    def _record(self, event_type: str, data: dict[str, Any]) -> None:
+        """On the commit thread: commit an event the gateway raises itself (the LAN page's
+        "handled here"), then tell the stages, as after any commit."""
+        events = [gateway_event(event_type, data)]
+        self.outbox.put(events)
+        self._committed(events)
+
     def _apply_registry(self, registry: Registry) -> None:
         def replace() -> None:
             self.registry_store.replace(registry)
@@ -163,50 +192,87 @@ class Gateway:
 
         self.pipeline.call_soon(deny)
 
+    # -- supervision --------------------------------------------------------------------------
+
+    def _failed(self, reason: str) -> None:
+        """On the loop: a stage ended. The first reason stands; stopping begins."""
+        if self.failure is None and not self._stop.is_set():
+            self.failure = reason
+            log.critical("%s; stopping so that the supervisor starts the gateway again", reason)
+        self._stop.set()
+
+    def _failed_elsewhere(self, reason: str) -> None:
+        """From another thread (the commit thread)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._failed, reason)
+
+    def _supervise(self, name: str, task: asyncio.Task[None]) -> None:
+        def ended(task: asyncio.Task[None]) -> None:
+            if self._stop.is_set():
+                return  # stopping: the task was cancelled, or ended because of it
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                log.critical("the %s ended", name, exc_info=error)
+                self._failed(f"the {name} ended: {type(error).__name__}: {error}")
+            else:
+                self._failed(f"the {name} ended")
+
+        task.add_done_callback(ended)
+
     # -- running ------------------------------------------------------------------------------
 
     async def run(self) -> int:
         started = time.monotonic()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, self._stop.set)
+        page_password = self.config.http.page_password
+        http = self.config.http
+        try:
+            runner = await start_site(
+                make_status_app(self.ops,
+                                page_password.get_secret_value() if page_password else None),
+                http.host, http.port,
+            )
+        except OSError as exc:
+            self.close()
+            raise CannotStart(f"http.listen {http.listen}: {describe_os_error(exc)}") from exc
         self.outbox.put([gateway_event("gateway.started", {"gateway_id": self.config.gateway.id},
                                        priority="low")])
-        page_password = self.config.http.page_password
-        runner = await start_site(
-            make_status_app(self.ops, page_password.get_secret_value() if page_password else None),
-            self.config.http.host, self.config.http.port,
-        )
         connector = aiohttp.TCPConnector(ssl=ssl_context(self.config.central.ca_file))
         async with aiohttp.ClientSession(
             connector=connector, trace_configs=self.ops.trace_configs()
         ) as session:
-            tasks = [
-                asyncio.create_task(self.uplink.run(session)),
-                asyncio.create_task(self.downlink.run(session)),
-                asyncio.create_task(self.fallback.run(session)),
-            ]
+            tasks = {
+                "uplink": asyncio.create_task(self.uplink.run(session)),
+                "downlink": asyncio.create_task(self.downlink.run(session)),
+                "fallback": asyncio.create_task(self.fallback.run(session)),
+            }
+            for name, task in tasks.items():
+                self._supervise(name, task)
             self.pipeline.start()
             self.ingest.start()
             self.ops.started()
             log.info("gateway %s running (%.0f ms to start); health on http://%s/healthz",
-                     self.config.gateway.id, (time.monotonic() - started) * 1000,
-                     self.config.http.listen)
-            await stop.wait()
+                     self.config.gateway.id, (time.monotonic() - started) * 1000, http.listen)
+            await self._stop.wait()
             log.info("stopping: no new messages; committing what is in flight")
             self.ops.stopping()
             self.ingest.stop_taking()
             await asyncio.to_thread(self.pipeline.stop)
             self.ingest.close()
-            for task in tasks:
+            for task in tasks.values():
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
         await runner.cleanup()
         self.ops.stopped()
-        self.outbox.close()
+        self.close()
         log.info("stopped; %d messages committed this run", self.pipeline.committed_messages)
-        return 0
+        return 0 if self.failure is None else 1
+
+    def close(self) -> None:
+        self.outbox.close()
+        self.instance.release()
 
 
 def run_gateway(config: GatewayConfig, config_path: Path | None = None,

@@ -275,7 +275,7 @@ def test_a_retained_action_is_old_state_not_a_press():
         ("zigbee2mqtt/bedroom-button", b"\xff\xfe", "not UTF-8"),
         ("zigbee2mqtt/bedroom-button", b"{action: single}", "not JSON"),
         ("zigbee2mqtt/bedroom-button", b'["single"]', "JSON object"),
-        ("zigbee2mqtt/bedroom-button", b"7" * 5000, "not JSON"),
+        ("zigbee2mqtt/bedroom-button", b"7" * 5000, "JSON object, got number"),
         ("zigbee2mqtt/bedroom-button", b" " * (64 * 1024 + 1), "too large"),
         ("zigbee2mqtt/bedroom-button/availability", b'{"state":"ON"}', "state"),
         ("zigbee2mqtt/bedroom-button/availability", b"maybe", "not JSON"),
@@ -363,9 +363,22 @@ def test_repeat_filter_forgets_the_oldest():
 @pytest.mark.unit
 @pytest.mark.parametrize(("payload", "state"), [("true", "online"), ("false", "offline")])
 def test_shelly_gen1_online(payload, state):
-    message = status("shellies/shellybutton1-E8DB84AA1234/online", payload, retained=True)
-    assert message.device_id == "btn-0050"
+    message = status("shellies/shellyix3-A4CF12F454A1/online", payload, retained=True)
+    assert message.device_id == "btn-0051"
     assert message.payload.state == state
+
+
+@pytest.mark.unit
+def test_a_sleeping_shelly_button1_is_not_offline():
+    """A battery Button1 sleeps between presses and may leave `online: false` behind each
+    time: that is no offline alert after every press. Supervision is by silence (its presses,
+    battery reports and `true` still count as heard)."""
+    topic = "shellies/shellybutton1-E8DB84AA1234/online"
+    assert translated(topic, "false", retained=True) == []
+    assert translated(topic, "false") == []
+    assert status(topic, "true").payload.state == "online"
+    assert status(topic, "true").device_id == "btn-0050"
+    assert "true or false" in rejected(topic, "maybe").rejection
 
 
 @pytest.mark.unit
@@ -514,7 +527,10 @@ def test_mashang_topics_are_not_adapter_topics():
 @pytest.mark.unit
 def test_default_subscriptions():
     assert adapter_subscriptions(AdaptersSection()) == [
+        "zigbee2mqtt/bridge/devices",
+        "zigbee2mqtt/bridge/info",
         "zigbee2mqtt/+",
+        "zigbee2mqtt/+/availability",
         "shellies/+/input_event/+",
         "+/events/rpc",
     ]
@@ -524,9 +540,10 @@ def test_default_subscriptions():
 @pytest.mark.unit
 def test_listed_devices_add_their_status_topics_without_overlaps():
     filters = adapter_subscriptions(CONFIG)
-    assert "zigbee2mqtt/bedroom-button/availability" in filters
     assert "zigbee2mqtt/flat3/hall" in filters, "a folder name is not under zigbee2mqtt/+"
+    assert "zigbee2mqtt/flat3/hall/availability" in filters
     assert "zigbee2mqtt/bedroom-button" not in filters, "covered by zigbee2mqtt/+"
+    assert "zigbee2mqtt/bedroom-button/availability" not in filters, "covered as well"
     assert "shellies/shellyix3-A4CF12F454A1/online" in filters
     assert "shellyplusi4-a8032ab12345/online" in filters
     assert len(filters) == len(set(filters))
@@ -546,6 +563,8 @@ def test_only_listed_devices_when_unlisted_are_refused():
         zigbee2mqtt_base="z2m", devices={"bedroom-button": {"device_id": "btn-0042"}},
     )
     assert adapter_subscriptions(strict) == [
+        "z2m/bridge/devices",
+        "z2m/bridge/info",
         "z2m/bedroom-button",
         "z2m/bedroom-button/availability",
         "shellies/bedroom-button/input_event/+",

@@ -24,7 +24,7 @@ ALLOWED = {
 
 # Within the gateway, what each stage may import of the others: data flows one way, and only
 # the wiring (edge.gateway) and the tools see every stage. Everything may import edge.config,
-# edge.events and mashang.
+# edge.events, edge.words and mashang.
 STAGES = {
     "edge.source": set(),
     "edge.transform": {"edge.source", "edge.buffer"},
@@ -33,7 +33,7 @@ STAGES = {
     "edge.downlink": {"edge.sink"},
     "edge.ops": {"edge.source", "edge.buffer", "edge.sink", "edge.registry_store"},
 }
-SHARED = {"edge.config", "edge.events"}
+SHARED = {"edge.config", "edge.events", "edge.words"}
 
 
 def module_name(path: Path) -> str:

@@ -228,3 +228,74 @@ def test_tls_to_a_private_ca_verified_never_silently_off(tmp_path: Path, broker,
                  what="every press over verified TLS")
         assert tls_central.ingests
         untrusting.kill()
+
+
+def gateway_run(gateway: Gateway, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """`mashang gateway` run to its end, as an operator (or systemd) would see it."""
+    return subprocess.run(mashang("gateway", "--config", str(gateway.config)),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_an_http_port_in_use_is_one_line_and_exit_2(tmp_path: Path, broker):
+    gateway = Gateway(tmp_path / "gateway", broker.port, "http://127.0.0.1:9")
+    with socket.create_server(("127.0.0.1", gateway.http_port)):
+        result = gateway_run(gateway)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr + result.stdout
+    [line] = [line for line in result.stderr.splitlines() if "cannot start" in line]
+    assert f"127.0.0.1:{gateway.http_port}" in line and "in use" in line
+
+
+def test_a_second_gateway_on_the_same_data_directory_is_refused(tmp_path: Path, broker,
+                                                                 central):
+    first = Gateway(tmp_path / "first", broker.port, central.url)
+    first.start()
+    try:
+        second = Gateway(tmp_path / "second", broker.port, central.url)
+        set_option(second.config, "gateway", "data_dir", f'"{first.data_dir}"')
+        set_option(second.config, "mqtt", "client_id", '"another-client"')
+        result = gateway_run(second)
+        assert result.returncode == 2, result.stderr
+        assert "another gateway" in result.stderr and str(first.data_dir) in result.stderr
+        assert "Traceback" not in result.stderr
+        assert first.running(), "the first one is untouched"
+    finally:
+        first.kill()
+
+
+def test_a_second_gateway_with_the_same_client_id_on_the_broker_is_refused(
+        tmp_path: Path, broker, central):
+    first = Gateway(tmp_path / "first", broker.port, central.url)
+    first.start()
+    try:
+        second = Gateway(tmp_path / "second", broker.port, central.url)  # same gateway.id
+        result = gateway_run(second)
+        assert result.returncode == 2, result.stderr
+        assert "client id" in result.stderr and "gateway.id" in result.stderr
+        assert first.running()
+    finally:
+        first.kill()
+
+
+def test_an_unreachable_broker_is_said_once_with_its_reason(tmp_path: Path, central):
+    port = free_port()
+    gateway = Gateway(tmp_path / "gateway", port, central.url)
+    gateway.start(wait_ready=False)
+    try:
+        wait_for(lambda: "unreachable" in gateway.output(), 20, what="the broker warning")
+        [line] = [line for line in gateway.output().splitlines() if "unreachable" in line]
+        assert "WARNING" in line and f"127.0.0.1:{port}" in line
+        assert "connection refused" in line and "retrying" in line
+        # Something answers on the port now, and hangs up on every attempt (reconnect_max is
+        # 1 s here): many attempts later, each new state was said once.
+        doorman = Doorman(port)
+        try:
+            wait_for(lambda: doorman.attempts >= 6, 30, what="six more attempts")
+        finally:
+            doorman.close()
+        said = [line for line in gateway.output().splitlines()
+                if f"127.0.0.1:{port}" in line and "WARNING" in line]
+        assert 2 <= len(said) <= 3, said
+        assert gateway.running()
+    finally:
+        gateway.kill()

@@ -49,6 +49,9 @@ HELP = Policy("help", "butlers", escalates=True, feedback=True)
 POLICIES: dict[str, Policy] = {
     "button.press": HELP,
     "button.repeat": HELP,
+    # A registered button's press counter jumped: a press may have been lost, so someone
+    # calls the resident, and it climbs the ladder until someone does.
+    "button.gap": Policy("gap", "butlers", escalates=True, feedback=False),
     "button.offline": Policy("offline", "building", escalates=False, feedback=False),
     "button.battery_low": Policy("battery", "building", escalates=False, feedback=False),
     # The stall rules (issue 4) live at the gateway; a violation they find goes to the street
@@ -56,11 +59,19 @@ POLICIES: dict[str, Policy] = {
     "stall.violation": Policy("stall", "inspection", escalates=False, feedback=False),
     # Raised by the central itself (cloud_bridge/visits/watch.py): a quiet reminder to the butler.
     "visit.overdue": Policy("visit", "building", escalates=False, feedback=False),
+    # The gateway itself is in trouble (a damaged outbox set aside, a Zigbee2MQTT setting that
+    # hides presses): no building is behind it, so the ladder is the duty contact.
+    "gateway.outbox_replaced": Policy("gateway", "building", escalates=False, feedback=False),
+    "gateway.misconfigured": Policy("gateway", "building", escalates=False, feedback=False),
 }
 BY_CATEGORY = {policy.category: policy for policy in POLICIES.values()}
 # Events that close the open alert of a category for the same device.
 CLOSERS = {"button.online": "offline"}
-HANDLED = tuple(POLICIES) + tuple(CLOSERS)
+# A gateway's duty room handled an alert on the LAN page while the central was away (a log
+# event: data.alert_id is the id of the alert's event; data.gateway_alert_id, when the alert
+# was a press, the gateway's id for the emergency). A step in the alert's history, no more.
+HANDLED_LOCALLY = "alert.handled_locally"
+HANDLED = (*POLICIES, *CLOSERS, HANDLED_LOCALLY)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -317,6 +328,8 @@ class AlertBook:
 
     def _apply(self, db: sqlite3.Connection, event: StoredEvent) -> list[Change]:
         event_type = event.body["type"]
+        if event_type == HANDLED_LOCALLY:
+            return self._handled_locally(db, event)
         if event_type in CLOSERS:
             alert = self._open(db, CLOSERS[event_type], event.body.get("device_id"))
             if alert is None:
@@ -398,6 +411,47 @@ class AlertBook:
             self._step(db, alert.id, Step.PRIORITY, event.gateway_id, detail)
             changes.append(Change(alert, Step.PRIORITY))
         return changes
+
+    def _handled_locally(self, db: sqlite3.Connection, event: StoredEvent) -> list[Change]:
+        data = event.data
+        alert = self._by_event(db, event.gateway_id, data.get("alert_id"),
+                               data.get("gateway_alert_id"))
+        if alert is None:
+            log.warning("event %s: handled locally, but no alert here came of event %r",
+                        event.seq, data.get("alert_id"))
+            return []
+
+        def text(key: str) -> str | None:
+            value = data.get(key)
+            return value[:500] if isinstance(value, str) else None
+
+        detail = {"event": event.body.get("id"), "alert_event": text("alert_id"),
+                  "name": text("by"), "at": text("at"), "note": text("note")}
+        self._step(db, alert.id, Step.HANDLED_LOCALLY, f"gateway:{event.gateway_id}", detail)
+        return [Change(alert, Step.HANDLED_LOCALLY)]
+
+    def _by_event(
+        self, db: sqlite3.Connection, gateway_id: str, event_id: Any, gateway_alert_id: Any
+    ) -> Alert | None:
+        """The alert that a gateway's event raised or joined (its steps name the event), or
+        else the one that holds the gateway's id for the emergency."""
+        if isinstance(event_id, str) and event_id:
+            row = db.execute(
+                "SELECT alert FROM alert_steps WHERE step IN (?, ?)"
+                " AND json_extract(detail, '$.event') = ? ORDER BY seq DESC LIMIT 1",
+                (Step.RAISED, Step.PRESSED, event_id),
+            ).fetchone()
+            if row is not None:
+                return self._get(db, row[0])
+        if isinstance(gateway_alert_id, str) and gateway_alert_id:
+            row = db.execute(
+                f"{SELECT} WHERE gateway_id = ? AND gateway_alert_id = ?"
+                " ORDER BY raised_at DESC LIMIT 1",
+                (gateway_id, gateway_alert_id),
+            ).fetchone()
+            if row is not None:
+                return from_row(row)
+        return None
 
     # -- people act --------------------------------------------------------------------------
 

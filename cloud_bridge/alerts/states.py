@@ -40,6 +40,9 @@ class Step(StrEnum):
     ACKNOWLEDGED = "acknowledged"
     RESOLVED = "resolved"
     FEEDBACK = "feedback"  # a feedback command was queued for the button's gateway
+    # The duty room marked it "handled here" on a gateway's LAN page (while we were away);
+    # history only: the alert stays open.
+    HANDLED_LOCALLY = "handled_locally"
 
 
 class Page(StrEnum):

@@ -73,6 +73,8 @@ CATEGORY_WORDS = {
     "offline": "按钮离线",
     "battery": "按钮电量低",
     "stall": "摊位违规",
+    "gap": "可能漏了一次呼叫：请打电话问候住户",
+    "gateway": "网关故障",
 }
 PRIORITY_WORDS = {"critical": "危急", "high": "紧急", "normal": "提醒", "low": "低"}
 ACTION_WORDS = {"single": "单击", "double": "双击", "long": "长按"}

@@ -5,10 +5,16 @@ SQLite in WAL mode with synchronous=FULL: a committed event survives a crash or 
 so one fsync serves many events. Two classes share one table: alerts are always leased before
 logs. Logs expire after a TTL and are evicted, oldest first, when the outbox passes its size
 cap; alerts are never evicted. Events the central refuses permanently move to `dead_letters`.
+
+A damaged file is never trusted: `Outbox.open_checked`, at the gateway's start, runs `PRAGMA
+quick_check` first; a file that fails it is moved aside whole (with its -wal and -shm) for an
+operator, and a fresh outbox begins with a critical `gateway.outbox_replaced` alert.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import shutil
 import sqlite3
 import threading
@@ -16,6 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
 from typing import TypeVar
@@ -32,7 +39,12 @@ __all__ = [
     "OutboxFull",
     "OutboxStats",
     "OutboxUsage",
+    "Replaced",
+    "check_outbox_file",
+    "replaced_event",
 ]
+
+log = logging.getLogger(__name__)
 
 Result = TypeVar("Result")
 
@@ -168,12 +180,48 @@ class Outbox:
         try:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
                                        timeout=30)
+        except sqlite3.Error as exc:
+            raise OutboxError(f"{path}: {exc}") from exc
+        try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
             self._page_size: int = self._db.execute("PRAGMA page_size").fetchone()[0]
         except sqlite3.Error as exc:
+            self._db.close()  # let go of the file: open_checked may move it aside
             raise OutboxError(f"{path}: {exc}") from exc
+
+    @classmethod
+    def open_checked(cls, path: Path, *, max_bytes: int, log_ttl: float,
+                     usage: OutboxUsage | None = None) -> tuple[Outbox, Replaced | None]:
+        """The gateway's outbox at start-up, checked before it is trusted.
+
+        A file that fails `check_outbox_file`, or that SQLite finds damaged on opening, is
+        moved whole (with its -wal and -shm) into a folder beside it named for the moment,
+        e.g. `outbox.damaged-20261201T075500Z/`, and kept there for an operator. A fresh
+        outbox is started, and a critical `gateway.outbox_replaced` alert, saying what was
+        found and where the copy is, is committed in it before this returns: the alert is
+        durable before anything else runs."""
+
+        def opened() -> Outbox:
+            return cls(path, max_bytes=max_bytes, log_ttl=log_ttl, usage=usage)
+
+        reason = check_outbox_file(path)
+        if reason is None:
+            try:
+                return opened(), None
+            except OutboxError as exc:
+                cause = exc.__cause__
+                if not (isinstance(cause, sqlite3.Error) and is_damage(cause)):
+                    raise
+                reason = f"{cause} ({cause.sqlite_errorname})"
+        replaced = set_aside(path, reason)
+        log.error("outbox %s is damaged (%s): moved it, with its -wal and -shm, to %s (%d "
+                  "bytes) and started a fresh outbox; %s", path, reason, replaced.moved_to,
+                  replaced.size, UNTRUSTED)
+        outbox = opened()
+        outbox.put([replaced_event(replaced)])
+        return outbox, replaced
 
     def close(self) -> None:
         with self._lock, sqlite_errors():
@@ -401,4 +449,124 @@ def evicted_event(reason: str, count: int) -> Event:
         occurred_at=moment,
         received_at=moment,
         data={"reason": reason, "count": count},
+    )
+
+
+# -- start-up: a damaged file is moved aside, never trusted -----------------------------------
+
+# quick_check lists at most this many problems. The limit bounds the report, and how much of a
+# badly damaged file is read before giving up; it does not shorten the check of a healthy file,
+# which reads every page in use whatever the limit (timed in docs/reliability.md).
+QUICK_CHECK_ROWS = 5
+REASON_CHARS = 800
+# SQLite's primary result codes that condemn the file itself. Busy, locked, full, read-only or
+# cannot-open say nothing about the file: those are raised, and nothing is moved.
+DAMAGE_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_IOERR})
+# Moved before the database: a WAL left beside a fresh file would be replayed into it.
+SIDE_FILES = ("-wal", "-shm")
+# Seconds the check waits for a lock another connection holds, as the outbox itself does.
+CHECK_BUSY_TIMEOUT = 30.0
+UNTRUSTED = ("the events in the damaged file were not sent and cannot be trusted or read "
+             "reliably; an operator may salvage what is readable from the copy by hand "
+             "(docs/reliability.md)")
+
+
+@dataclass(frozen=True, slots=True)
+class Replaced:
+    """A damaged outbox moved aside at start-up, and a fresh one begun in its place."""
+
+    reason: str  # what quick_check, or opening the file, said
+    moved_to: Path  # the folder holding the damaged file with its -wal and -shm
+    size: int  # bytes moved
+
+
+def is_damage(exc: sqlite3.Error) -> bool:
+    return exc.sqlite_errorcode & 0xFF in DAMAGE_CODES
+
+
+def check_outbox_file(path: Path) -> str | None:
+    """What is wrong with the outbox file at `path`, or None when it passes `PRAGMA
+    quick_check` (or does not exist yet).
+
+    Read-only: it moves, writes and creates nothing, and may run beside a running gateway,
+    whose last commit it sees. Raises OutboxError when the file cannot be checked now (busy,
+    no permission): that is no verdict on the file."""
+    if not path.exists():
+        return None
+    # With no WAL beside it the file is whole, and no gateway has it open (an open outbox
+    # always has its WAL): read it as immutable, which creates no -wal or -shm. With a WAL (a
+    # running gateway, or one killed), read the file and its WAL as a reader does.
+    access = "mode=ro" if Path(f"{path}{SIDE_FILES[0]}").exists() else "immutable=1"
+    db: sqlite3.Connection | None = None
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?{access}", uri=True,
+                             timeout=CHECK_BUSY_TIMEOUT)
+        rows = db.execute(f"PRAGMA quick_check({QUICK_CHECK_ROWS})").fetchall()
+    except sqlite3.Error as exc:
+        if is_damage(exc):
+            return f"{exc} ({exc.sqlite_errorname})"
+        raise OutboxError(f"{path} cannot be checked: {exc}") from exc
+    finally:
+        if db is not None:
+            db.close()
+    lines = [line for row in rows for line in str(row[0]).splitlines()
+             if line and not line.startswith("*** in database")]
+    if lines == ["ok"]:
+        return None
+    reason = "; ".join(lines) or "quick_check gave no verdict"
+    return reason if len(reason) <= REASON_CHARS else reason[:REASON_CHARS - 1] + "…"
+
+
+def set_aside(path: Path, reason: str) -> Replaced:
+    """Move the outbox file, its -wal and -shm into a new folder beside it."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    folder = path.with_name(f"{path.stem}.damaged-{stamp}")
+    number = 1
+    while folder.exists():
+        number += 1
+        folder = path.with_name(f"{path.stem}.damaged-{stamp}-{number}")
+    moved = 0
+    try:
+        folder.mkdir()
+        for name in [*(path.name + suffix for suffix in SIDE_FILES), path.name]:
+            source = path.with_name(name)
+            try:
+                size = source.stat().st_size
+                source.rename(folder / name)
+            except FileNotFoundError:
+                continue
+            moved += size
+        for directory in (folder, path.parent):
+            fsync_directory(directory)
+    except OSError as exc:
+        raise OutboxError(f"{path} is damaged ({reason}) and could not be moved aside to "
+                          f"{folder}: {exc}") from exc
+    return Replaced(reason, folder, moved)
+
+
+def fsync_directory(directory: Path) -> None:
+    """So that the renames survive a power cut."""
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def replaced_event(replaced: Replaced) -> Event:
+    moment = now()
+    return Event(
+        id=event_id(f"{replaced.moved_to}\n{moment.timestamp()}", "gateway.outbox_replaced"),
+        kind="alert",
+        type="gateway.outbox_replaced",
+        priority="critical",
+        device_id=None,
+        occurred_at=moment,
+        received_at=moment,
+        data={
+            "reason": replaced.reason,
+            "moved_to": str(replaced.moved_to),
+            "size": replaced.size,
+            "events": UNTRUSTED,
+        },
     )

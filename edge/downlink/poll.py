@@ -2,7 +2,8 @@
 
 `feedback` goes to the device's feedback topic ("help is coming"); `registry.replace` becomes
 the gateway's registry; `placard.revoke` adds a code to the deny list. The cursor is kept on
-disk, so a restart neither replays old commands nor skips new ones.
+disk, so a restart neither replays old commands nor skips new ones (`Downlink.reset_cursor`
+forgets it when the gateway lost its registry and needs the whole of it again).
 """
 
 from __future__ import annotations
@@ -69,7 +70,13 @@ class Downlink:
         self.relayed = 0
 
     async def run(self, session: aiohttp.ClientSession) -> None:
-        backoff = Backoff(self._central.backoff_min, self._central.backoff_max)
+        # While the central fails the poll is tried again within central.alert_retry (1 s),
+        # not backed off to backoff_max: it is the gateway's probe of the central's return
+        # (its request getting through tells CentralHealth, which wakes the uplink), and the
+        # butler's "help is coming" must not wait a minute after an outage either. One small
+        # request a second; a Retry-After is still honoured to the end.
+        retry = min(self._central.backoff_max, self._central.alert_retry)
+        backoff = Backoff(min(self._central.backoff_min, retry), retry)
         cursor = self._load_cursor()
         while True:
             try:
@@ -140,3 +147,14 @@ class Downlink:
     def _save_cursor(self, cursor: str) -> None:
         atomic_write(self._cursor_path, cursor)
 
+    @staticmethod
+    def reset_cursor(path: Path) -> None:
+        """Forget the cursor kept at `path` (before the downlink starts), so that the first
+        poll has none and the central sends the whole registry first
+        (cloud_bridge/commands/queue.py). The commands queued before follow it again, as they
+        would to a new gateway."""
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        log.warning("downlink cursor %s reset: the central will send the whole registry", path)

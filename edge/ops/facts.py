@@ -51,3 +51,9 @@ class GatewayFacts:
     # Swaps the registry the rules judge by; call it on the commit thread only.
     use_registry: Callable[[Registry], None]
     registry_store: RegistryStore
+    # Why a stage ended, once one has (the gateway is then stopping, to be restarted).
+    failure: Callable[[], str | None]
+    # Commits an event the gateway raises itself (type, data), as `gateway_event` builds it,
+    # and tells the stages as after any commit (the LAN page's "handled here"). Raises
+    # OutboxFull when it does not fit. On the commit thread only.
+    record: Callable[[str, dict[str, Any]], None]

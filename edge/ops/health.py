@@ -48,6 +48,12 @@ def pipeline_check(liveness: Any) -> Check:
     return Check(True, "commit thread and loop answering")
 
 
+def stages_check(failure: str | None) -> Check:
+    if failure is not None:
+        return Check(False, f"{failure}; the gateway is stopping to be restarted")
+    return Check(True, "every stage running")
+
+
 def verdict(checks: dict[str, Check]) -> tuple[bool, dict[str, Any]]:
     ok = all(check.ok for check in checks.values())
     return ok, {

@@ -12,15 +12,18 @@ import asyncio
 import concurrent.futures
 import logging
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from edge.buffer.outbox import OutboxFull
 from edge.config import ConfigError, GatewayConfig, load_config
-from edge.events import Event
+from edge.events import Event, isoformat, now
 from edge.ops.facts import GatewayFacts
-from edge.ops.health import broker_check, outbox_check, pipeline_check, verdict
+from edge.ops.health import broker_check, outbox_check, pipeline_check, stages_check, verdict
+from edge.ops.http import NotRecorded
 from edge.ops.lanpage import DeviceBoard, device_rows
 from edge.ops.metrics import Metrics
 from edge.ops.systemd import Liveness, Notifier, Watchdog
@@ -31,6 +34,10 @@ from mashang.registry import Registry
 log = logging.getLogger(__name__)
 
 STATUS_INTERVAL = 5.0
+ALERTS_SHOWN = 50
+HANDLED_LOCALLY = "alert.handled_locally"
+MARKS_KEPT = 1000
+RECORD_TIMEOUT = 10.0
 
 
 class Operations:
@@ -48,6 +55,9 @@ class Operations:
         self._tasks: list[asyncio.Task[None]] = []
         self._registry: tuple[tuple[int, int] | None, Registry] = (None, Registry())
         self.reloads = 0
+        # "Handled here" marks of the LAN page, by alert id (oldest first).
+        self._handled: dict[str, dict[str, Any]] = {}
+        self._handled_lock = threading.Lock()
         self._keep_secrets_out_of_logs()
 
     def _keep_secrets_out_of_logs(self) -> None:
@@ -112,6 +122,7 @@ class Operations:
         checks = {
             "broker": broker_check(facts.broker, facts.broker_address),
             "pipeline": pipeline_check(self.liveness),
+            "stages": stages_check(facts.failure()),
         }
         # Live once subscribed (supervisors and external tests rely on it), unless stalled.
         ok, detail = verdict(checks)
@@ -141,17 +152,23 @@ class Operations:
         def depth(d: Any) -> dict[str, Any]:
             return {"events": d.events, "bytes": d.bytes, "oldest_age": d.oldest_age}
 
+        with self._handled_lock:
+            handled = dict(self._handled)
         return {
             "gateway_id": facts.gateway_id,
             "fallback": facts.fallback_active(),
-            "alerts": facts.fallback_waiting() or facts.waiting_alerts(50),
+            "alerts": self._alerts_waiting(),
+            "central": {
+                "failing_since": central.failing_since,
+                "last_ok": central.last_ok,
+                "last_error": central.last_error,
+            },
+            "handled": handled,
             "facts": {
-                "broker": "connected" if facts.broker.connected else "disconnected",
-                "central": "unreachable: " + (central.last_error or "")
-                if central.failing_since else "reachable",
-                "outbox alerts": stats.alerts.events,
-                "outbox logs": stats.logs.events,
-                "dead letters": stats.dead_letters,
+                "消息服务器（MQTT）": "已连接" if facts.broker.connected else "未连接",
+                "待发警报": stats.alerts.events,
+                "待发日志": stats.logs.events,
+                "死信": stats.dead_letters,
             },
             "devices": device_rows(facts.devices(), self.board.snapshot(), self.registry()),
             "outbox": {
@@ -163,6 +180,62 @@ class Operations:
                 "full": facts.pipeline_full(),
             },
         }
+
+    def _alerts_waiting(self) -> list[Any]:
+        facts = self._facts
+        try:
+            return facts.fallback_waiting() or facts.waiting_alerts(ALERTS_SHOWN)
+        except Exception:  # an outbox row that is not JSON: the rest of the page still shows
+            log.exception("LAN page: the alerts waiting could not be read")
+            return []
+
+    def handle_locally(self, alert_id: str, by: str, note: str) -> dict[str, Any]:
+        """The duty room handled a waiting alert here: commit an `alert.handled_locally` log
+        event (it reaches the central, and the alert's history there, once it is reachable)
+        and remember the mark for the page. Blocking: from a worker thread. An alert already
+        marked keeps its first mark."""
+        record = self._facts.record
+        with self._handled_lock:
+            if alert_id in self._handled:
+                return dict(self._handled[alert_id])
+        alert = next((a for a in self._alerts_waiting()
+                      if isinstance(a, dict) and a.get("id") == alert_id), {})
+        data = alert.get("data")
+        gateway_alert_id = data.get("alert_id") if isinstance(data, dict) else None
+        device_id = alert.get("device_id")
+        mark = {
+            "alert_id": alert_id,
+            "gateway_alert_id": gateway_alert_id if isinstance(gateway_alert_id, str) else None,
+            "device_id": device_id if isinstance(device_id, str) else None,
+            "by": by,
+            "at": isoformat(now()),
+            "note": note,
+        }
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def commit() -> None:
+            try:
+                record(HANDLED_LOCALLY, dict(mark))
+            except Exception as exc:
+                done.set_exception(exc)
+                raise
+            with self._handled_lock:
+                self._handled.setdefault(alert_id, mark)
+                while len(self._handled) > MARKS_KEPT:
+                    self._handled.pop(next(iter(self._handled)))
+            done.set_result(None)
+
+        self._facts.on_commit_thread(commit)
+        try:
+            done.result(RECORD_TIMEOUT)
+        except concurrent.futures.TimeoutError:
+            raise NotRecorded("网关繁忙，稍后会记下；请过一会儿刷新查看") from None
+        except OutboxFull:
+            raise NotRecorded("发件箱已满") from None
+        except Exception as exc:
+            raise NotRecorded(f"内部错误（{type(exc).__name__}）") from exc
+        log.info("alert %s marked handled locally on the LAN page", alert_id)
+        return mark
 
     def registry(self) -> Registry:
         """The registry on disk, reread only when the file changed (for names on the page)."""

@@ -4,12 +4,14 @@ one record of whether the central is reachable.
 `CentralHealth` is fed by every request the gateway makes to the central (uplink batches and
 the downlink's long-poll alike, through the HTTP session's trace hooks, see
 `edge.ops.metrics`), and read by the local fallback, the LAN page, `/readyz` and systemd's
-status line, so that they can never disagree.
+status line, so that they can never disagree. Whoever must act the moment the central is back
+(the uplink's senders, sleeping out a retry delay) subscribes with `on_reachable`.
 """
 
 from __future__ import annotations
 
 import email.utils
+import logging
 import random
 import ssl
 import threading
@@ -22,6 +24,8 @@ from typing import Any
 from mashang.answers import Answer, classify
 
 MAX_RETRY_AFTER = 300.0
+
+log = logging.getLogger(__name__)
 
 
 class Transient(Exception):
@@ -49,31 +53,53 @@ class CentralHealth:
         self.failing_since: float | None = None
         self.last_error: str | None = None
         self._last_status: int | None = None
+        self._on_reachable: list[Callable[[], None]] = []
+
+    def on_reachable(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` whenever the central answers again after failing: on that
+        transition only, not for every success, in the thread that fed the answer (the event
+        loop, through the trace hooks) and outside the lock. It must be quick and must not
+        raise; one that sleeps on the loop hands over with `loop.call_soon_threadsafe`."""
+        with self._lock:
+            self._on_reachable.append(callback)
 
     def answered(self, path: str, status: int | None, error: str | None) -> None:
         """One request to the central at `path`: sent (neither given), answered with an HTTP
         status, or failed with an error."""
         with self._lock:
-            if status is None and error is None:
-                # Request sent: the central is reachable again, unless what failed was its
-                # answer (an HTTP error stands until an answer says otherwise).
-                if self.failing_since is None or self._last_status is None:
-                    self._succeeded()
-                return
-            self._last_status = status
-            answer = classify(status) if status is not None else Answer.TRANSIENT
-            if error is None and answer in (Answer.DELIVERED, Answer.REFUSED):
+            back = self._record(path, status, error)
+            callbacks = list(self._on_reachable) if back else []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # a subscriber's fault must not fail the request it watched
+                log.exception("on_reachable callback %r failed", callback)
+
+    def _record(self, path: str, status: int | None, error: str | None) -> bool:
+        """Under the lock: note the request; whether the central is back (it was failing)."""
+        was_failing = self.failing_since is not None
+        if status is None and error is None:
+            # Request sent: the central is reachable again, unless what failed was its
+            # answer (an HTTP error stands until an answer says otherwise).
+            if self.failing_since is None or self._last_status is None:
                 self._succeeded()
-                return
-            if self.failing_since is None:
-                self.failing_since = self._clock()
-            if error is not None:
-                self.last_error = f"{error} ({path})"
-            elif answer is Answer.UNAUTHORIZED:
-                self.last_error = (f"HTTP {status} on {path}: the central refuses our key or "
-                                   "clock (check central.key and the time)")
-            else:
-                self.last_error = f"HTTP {status} on {path}"
+                return was_failing
+            return False
+        self._last_status = status
+        answer = classify(status) if status is not None else Answer.TRANSIENT
+        if error is None and answer in (Answer.DELIVERED, Answer.REFUSED):
+            self._succeeded()
+            return was_failing
+        if self.failing_since is None:
+            self.failing_since = self._clock()
+        if error is not None:
+            self.last_error = f"{error} ({path})"
+        elif answer is Answer.UNAUTHORIZED:
+            self.last_error = (f"HTTP {status} on {path}: the central refuses our key or "
+                               "clock (check central.key and the time)")
+        else:
+            self.last_error = f"HTTP {status} on {path}"
+        return False
 
     def _succeeded(self) -> None:
         self.last_ok = self._clock()

@@ -5,6 +5,12 @@ the log sender batches (size and linger) and yields to alerts. An event leaves t
 when the central answered 200 for it, or when the central refused it permanently on its own
 (the batch is split in halves until the refused event stands alone), in which case it is parked
 in the dead-letter table.
+
+While the central fails, an alert is tried again every `central.alert_retry` seconds (1 s),
+however long the outage, so that it reaches the central within about that long of its return;
+logs back off exponentially to `central.backoff_max`. Both start again at once when anything
+gets through to the central (`central_reachable`: an alert, a log batch, the downlink's poll).
+A Retry-After is honoured by both, to the end; nothing else makes an alert wait for the logs.
 """
 
 from __future__ import annotations
@@ -26,6 +32,11 @@ from mashang.signing import signed_headers
 
 log = logging.getLogger(__name__)
 
+# Retrying every second for an hour must not write 3,600 warnings: the 1st, 2nd, 4th, 8th...
+# failure in a row is logged as a warning, and at least one a minute (the rest at debug).
+LOUD_EVERY = 60.0
+
+
 @dataclass
 class UplinkCounts:
     """What the uplink has done since start, for metrics."""
@@ -35,6 +46,32 @@ class UplinkCounts:
     )
     retries: int = 0
     dead_lettered: int = 0
+
+
+@dataclass
+class Streak:
+    """One sender's failures in a row, to log them without flooding the journal."""
+
+    failures: int = 0
+    since: float = 0.0
+    last_loud: float = 0.0
+
+    def failed(self) -> bool:
+        """Count a failure; whether to log it loudly."""
+        moment = time.monotonic()
+        if self.failures == 0:
+            self.since = moment
+        self.failures += 1
+        if self.failures & (self.failures - 1) == 0 or moment - self.last_loud >= LOUD_EVERY:
+            self.last_loud = moment
+            return True
+        return False
+
+    def ended(self) -> tuple[int, float]:
+        """Delivered: (failures before it, seconds since the first), and start again."""
+        ended = (self.failures, time.monotonic() - self.since)
+        self.failures = 0
+        return ended
 
 
 def batch_body(gateway_id: str, events: list[Leased]) -> bytes:
@@ -61,9 +98,12 @@ class Uplink:
         self._url = f"{central.base_url}/v1/ingest"
         self._wake = {EventClass.ALERT: asyncio.Event(), EventClass.LOG: asyncio.Event()}
         self._alerts_done = asyncio.Event()
-        # Set whenever the central answers a batch: a log sender in backoff starts again at once
-        # (the central is back) instead of sleeping out its delay.
-        self._answered = asyncio.Event()
+        # Set whenever the central is known to be back (it took a batch, or CentralHealth saw
+        # any request get through): a log sender in backoff starts again at once instead of
+        # sleeping out its delay.
+        self._central_back = asyncio.Event()
+        # When the central last refused our credentials was logged (monotonic; 0: never).
+        self._auth_logged = 0.0
         # The central's Retry-After holds for both senders and for any wake-up: no request
         # before this monotonic time.
         self._not_before = 0.0
@@ -83,6 +123,19 @@ class Uplink:
             self._wake[EventClass.ALERT].set()
         self._wake[EventClass.LOG].set()
 
+    def central_reachable(self) -> None:
+        """Thread-safe (for `CentralHealth.on_reachable`): the central answers again; both
+        senders stop waiting out their retry delay and try now (a Retry-After still holds)."""
+        loop = self._loop
+        if loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nothing waits any more
+            loop.call_soon_threadsafe(self._back)
+
+    def _back(self) -> None:
+        self._wake[EventClass.ALERT].set()
+        self._central_back.set()
+
     async def run(self, session: aiohttp.ClientSession) -> None:
         self._loop = asyncio.get_running_loop()
         await asyncio.gather(self._sender(session, EventClass.ALERT),
@@ -95,6 +148,7 @@ class Uplink:
             self._outbox_config.log_batch_size if is_log else self._outbox_config.alert_batch_size
         )
         backoff = Backoff(self._central.backoff_min, self._central.backoff_max)
+        streak = Streak()
         while True:
             wake.clear()
             if is_log:
@@ -109,22 +163,38 @@ class Uplink:
                 self._alerts_done.clear()
             try:
                 await self._deliver(session, klass, batch)
-                backoff.reset()
-                self._answered.set()
             except Transient as exc:
                 self._outbox.release(item.seq for item in batch)
                 self.counts.retries += 1
                 if exc.retry_after:
                     self._not_before = max(self._not_before, time.monotonic() + exc.retry_after)
-                delay = backoff.next_delay(exc.retry_after)
-                log.warning(
-                    "%s batch not delivered (%s); retrying in %.1f s",
+                delay = self._retry_delay(is_log, backoff, exc.retry_after)
+                log.log(
+                    logging.WARNING if streak.failed() else logging.DEBUG,
+                    "%s batch not delivered (%s); retrying in %.1f s (%d in a row)",
                     klass.label,
                     exc,
                     delay,
+                    streak.failures,
                 )
                 await self._sleep_unless_woken(wake, delay, interruptible=not is_log,
                                                told=exc.retry_after is not None)
+            else:
+                backoff.reset()
+                self._central_back.set()
+                failures, seconds = streak.ended()
+                if failures:
+                    log.info("%s batch delivered after %d failed tries over %.0f s",
+                             klass.label, failures, seconds)
+
+    def _retry_delay(self, is_log: bool, backoff: Backoff, retry_after: float | None) -> float:
+        """Logs back off exponentially; an alert tries again at the short fixed interval,
+        however long the outage, so that it never waits long after the central's return.
+        The central's Retry-After is a floor for both."""
+        if is_log:
+            return backoff.next_delay(retry_after)
+        every = min(self._central.alert_retry, self._central.backoff_max)
+        return max(every, retry_after or 0.0)
 
     async def _linger(self) -> None:
         """Logs wait for a full batch or the linger time, and always for the alerts."""
@@ -142,12 +212,14 @@ class Uplink:
             if told:  # the central's Retry-After is honoured to the end
                 await asyncio.sleep(delay)
                 return
-            # Logs keep to their backoff, unless an alert gets through meanwhile.
-            self._answered.clear()
+            # Logs keep to their backoff, unless the central is back meanwhile (an alert got
+            # through, or any other request did).
+            self._central_back.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._answered.wait(), delay)
+                await asyncio.wait_for(self._central_back.wait(), delay)
             return
-        # A new alert tries at once: its delay is the one the user feels.
+        # A new alert, or the central's return, tries at once: its delay is the one the user
+        # feels. (A Retry-After still holds: `_post` waits it out.)
         wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), delay)
@@ -186,7 +258,11 @@ class Uplink:
             await self._deliver(session, klass, batch[:middle])
             await self._deliver(session, klass, batch[middle:])
             return
-        if answer is Answer.UNAUTHORIZED:
+        if answer is Answer.UNAUTHORIZED and (
+            not self._auth_logged or time.monotonic() - self._auth_logged >= LOUD_EVERY
+        ):
+            # Loud, but once a minute: alerts are tried again every second.
+            self._auth_logged = time.monotonic()
             log.error(
                 "central refused our credentials or clock (%s %s): check central.key and "
                 "the time; events are kept",

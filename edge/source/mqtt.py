@@ -8,6 +8,7 @@ committed. Whatever was in flight at a crash is redelivered by the broker.
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -25,9 +26,13 @@ from edge.config import MqttSection
 from edge.events import now
 from edge.source.adapters import AdaptersSection, RepeatFilter, adapter_subscriptions, translate
 from edge.source.messages import DeviceMessage, parse_message
+from edge.words import describe_os_error
 from mashang.topics import subscriptions
 
 log = logging.getLogger(__name__)
+
+# MQTT 5 reason code of a DISCONNECT sent because another client took our client id.
+SESSION_TAKEN_OVER = 142
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +63,9 @@ class Ingest:
         self._accepting = True
         self.subscribed = threading.Event()
         self._pending_subscription: int | None = None
+        self._client_id = client_id
+        # What is wrong with the broker connection now, if anything: logged once per change.
+        self._problem: str | None = None
         self._client = self._make_client(client_id)
 
     def _make_client(self, client_id: str) -> mqtt.Client:
@@ -79,6 +87,7 @@ class Ingest:
             config.reconnect_min, config.reconnect_max  # type: ignore[arg-type]
         )
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
@@ -125,8 +134,11 @@ class Ingest:
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: ConnectFlags,
                     reason_code: ReasonCode, properties: Properties | None) -> None:
         if reason_code.is_failure:
-            log.error("broker refused the connection: %s", reason_code)
+            self._trouble(logging.ERROR, f"the broker {self._where()} refused the connection: "
+                          f"{reason_code} (check mqtt.username and mqtt.password); "
+                          f"{self._retrying()}")
             return
+        self._problem = None
         log.info(
             "connected to broker %s:%s (session present: %s)",
             self._config.host,
@@ -149,11 +161,45 @@ class Ingest:
         log.info("subscribed to %s", ", ".join(self._topics()))
         self.subscribed.set()
 
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self._trouble(logging.WARNING, f"the broker {self._where()} is unreachable: "
+                      f"{self._why_unreachable()}; {self._retrying()}")
+
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: DisconnectFlags,
                        reason_code: ReasonCode, properties: Properties | None) -> None:
         self.subscribed.clear()
-        if self._accepting:
-            log.warning("disconnected from broker (%s); reconnecting", reason_code)
+        if not self._accepting:
+            return
+        if reason_code.value == SESSION_TAKEN_OVER:
+            self._trouble(logging.ERROR, f"another client connected to {self._where()} with our "
+                          f"client id {self._client_id!r} and took our session: is a second "
+                          "gateway running with the same gateway.id? Presses go to whichever "
+                          f"holds the session; {self._retrying()}")
+        else:
+            self._trouble(logging.WARNING, f"disconnected from broker {self._where()} "
+                          f"({reason_code}); {self._retrying()}")
+
+    def _trouble(self, level: int, problem: str) -> None:
+        """Log a connection problem when it is new: a broker down for an hour is one line."""
+        if problem != self._problem:
+            self._problem = problem
+            log.log(level, "%s", problem)
+
+    def _where(self) -> str:
+        return f"{self._config.host}:{self._config.port}"
+
+    def _retrying(self) -> str:
+        config = self._config
+        return (f"retrying after {config.reconnect_min:g} s, backing off to every "
+                f"{config.reconnect_max:g} s")
+
+    def _why_unreachable(self) -> str:
+        """paho does not say why a connection failed: one plain TCP attempt tells."""
+        try:
+            with socket.create_connection((self._config.host, self._config.port), timeout=2):
+                return "the TCP connection opens, but the MQTT handshake failed (TLS? port?)"
+        except OSError as exc:
+            return describe_os_error(exc)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if not self._accepting:

@@ -30,11 +30,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO, TypedDict
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from pydantic import ValidationError
 
+from edge.buffer.outbox import OutboxError, check_outbox_file
 from edge.config import CENTRAL_KEY_ENV, ConfigError, GatewayConfig, load_config
 from edge.registry_store import RegistryStore
+from edge.registry_store import describe as describe_registry_problem
 from edge.sink.central import ssl_context
+from edge.words import describe_os_error
 from mashang.registry import Registry
 from mashang.signing import MAX_SKEW_SECONDS, Refusal, signed_headers
 from mashang.topics import subscriptions
@@ -199,16 +201,6 @@ def login_fix(username: str | None) -> str:
                 "`sudo systemctl restart mosquitto`")
     return ("the broker wants a login: create one (`sudo mosquitto_passwd -c "
             "/etc/mosquitto/passwd mashang`) and set mqtt.username and mqtt.password")
-
-
-def describe_os_error(exc: OSError) -> str:
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused (nothing listens there)"
-    if isinstance(exc, socket.gaierror):
-        return f"unknown host ({exc.strerror})"
-    if isinstance(exc, TimeoutError | socket.timeout):
-        return "timed out (host down, or a firewall drops the packets)"
-    return f"{type(exc).__name__}: {exc.strerror or exc}"
 
 
 # -- the central ----------------------------------------------------------------------------
@@ -407,10 +399,49 @@ def human(size: float) -> str:
     return f"{size:.1f} TiB"
 
 
+# -- the outbox -----------------------------------------------------------------------------
+
+OUTBOX_DAMAGED_FIX = (
+    "restart the gateway (`sudo systemctl restart mashang-gateway`): at its start it moves the "
+    "file with its -wal and -shm into outbox.damaged-<moment>/ beside it (kept), starts a fresh "
+    "outbox and raises a critical gateway.outbox_replaced alert. The events in the damaged file "
+    "are not sent and cannot be trusted; salvage what is readable by hand (docs/reliability.md)")
+
+
+def check_outbox(config: GatewayConfig) -> Iterator[Finding]:
+    """`PRAGMA quick_check`, as the gateway runs it at its start, read-only: nothing moved."""
+    path = config.gateway.data_dir / OUTBOX_FILE
+    if not path.exists():
+        yield ok("outbox", f"no outbox at {path} yet (the gateway creates it)")
+        return
+    started = time.monotonic()
+    try:
+        problem = check_outbox_file(path)
+    except OutboxError as exc:
+        yield warn("outbox", f"not checked: {exc}",
+                   "run the doctor as the gateway's user (`sudo -u mashang mashang doctor …`), "
+                   "or again once the file is not busy")
+        return
+    if problem is not None:
+        yield fail("outbox", f"damaged: {path} fails PRAGMA quick_check: {problem}",
+                   OUTBOX_DAMAGED_FIX)
+        return
+    yield ok("outbox", f"{path} passes PRAGMA quick_check "
+                       f"({human(path.stat().st_size)} in {time.monotonic() - started:.1f} s)")
+
+
 # -- the registry ---------------------------------------------------------------------------
 
 REGISTRY_FIX = ("import the registry at the central (`mashang registry import FILE` there); "
                 "the gateway receives it with its first command poll and keeps it in {path}")
+
+
+REGISTRY_DAMAGED_FIX = (
+    "restart the gateway (`sudo systemctl restart mashang-gateway`): at its start it moves the "
+    "file aside (registry.json.damaged-<moment>, kept), starts with no registry (every press "
+    "an alert to the duty contact) and asks the central for a fresh copy, which arrives as "
+    "soon as the central answers; or put back a good copy of the file while the gateway is "
+    "stopped")
 
 
 def check_registry(config: GatewayConfig) -> Iterator[Finding]:
@@ -420,12 +451,10 @@ def check_registry(config: GatewayConfig) -> Iterator[Finding]:
                    REGISTRY_FIX.format(path=path))
         return
     try:
-        registry = RegistryStore(path).load()
-    except (ValidationError, ValueError, OSError) as exc:
-        problem = f"{exc.error_count()} problems" if isinstance(exc, ValidationError) else exc
-        yield fail("registry", f"{path} is not a valid registry ({problem})",
-                   "fix or delete the file; the central sends a fresh copy when the gateway "
-                   "polls with no cursor (delete downlink.cursor beside it, then restart)")
+        registry = RegistryStore(path).load()  # the gateway's own load, which moves nothing
+    except (ValueError, OSError) as exc:
+        yield fail("registry", f"damaged: {path} {describe_registry_problem(exc)}",
+                   REGISTRY_DAMAGED_FIX)
         return
     yield from registry_findings(registry, path)
     yield from key_findings(registry)
@@ -502,7 +531,9 @@ def checks(config: GatewayConfig, timeout: float) -> list[Callable[[], Iterator[
         lambda: check_broker(config, timeout),
         lambda: check_central(config, timeout),
         lambda: check_disk(config),
+        lambda: check_outbox(config),
         lambda: check_registry(config),
+        lambda: check_zigbee2mqtt(config, timeout),
     ]
 
 
@@ -532,3 +563,86 @@ def run_doctor(config_path: Path, timeout: float = 5.0, out: TextIO | None = Non
     verdict = "all checks pass" if not failed else f"{failed} failed"
     print(f"\n{verdict} ({len(findings) + 1} checks, {warned} warnings)", file=out)
     return 1 if failed else 0
+
+
+
+# -- Zigbee2MQTT (register in checks(): `lambda: check_zigbee2mqtt(config, timeout)`) --------
+
+def check_zigbee2mqtt(config: GatewayConfig, timeout: float) -> Iterator[Finding]:
+    """Zigbee2MQTT's retained bridge/info and bridge/devices, as the gateway reads them: with
+    an output mode that publishes no JSON every Zigbee press is lost; without the device list
+    renamed buttons are not known by model. Says nothing when the adapter is off or the broker
+    cannot be reached (the broker check says why)."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from edge.source.adapters.bridge import buttons_of, output_problem
+
+    adapters, settings = config.adapters, config.mqtt
+    if not (adapters.enabled and adapters.zigbee2mqtt):
+        return
+    base = adapters.zigbee2mqtt_base
+    topics = {f"{base}/bridge/info": "info", f"{base}/bridge/devices": "devices"}
+    found: dict[str, Any] = {}
+    subscribed, complete = threading.Event(), threading.Event()
+
+    def on_connect(client: Client, userdata: Any, flags: ConnectFlags, reason_code: ReasonCode,
+                   properties: Properties | None) -> None:
+        if not reason_code.is_failure:
+            client.subscribe([(topic, 1) for topic in topics])
+
+    def on_subscribe(client: Client, userdata: Any, mid: int, reason_codes: list[ReasonCode],
+                     properties: Properties | None) -> None:
+        subscribed.set()
+
+    def on_message(client: Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        try:
+            found[topics[message.topic]] = json.loads(message.payload)
+        except (ValueError, RecursionError):
+            found[topics[message.topic]] = None
+        if len(found) == len(topics):
+            complete.set()
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5,
+                         client_id=f"mashang-doctor-z2m-{config.gateway.id}-{os.getpid()}")
+    client.connect_timeout = timeout
+    if settings.username:
+        password = settings.password.get_secret_value() if settings.password else None
+        client.username_pw_set(settings.username, password)
+    client.on_connect, client.on_subscribe = on_connect, on_subscribe
+    client.on_message = on_message
+    try:
+        if settings.ca_file:
+            client.tls_set(ca_certs=str(settings.ca_file), cert_reqs=ssl.CERT_REQUIRED)
+        client.connect(settings.host, settings.port, keepalive=max(10, int(timeout * 2)))
+    except (OSError, ssl.SSLError, ValueError):
+        return
+    client.loop_start()
+    try:
+        if not subscribed.wait(timeout):
+            return
+        complete.wait(min(timeout, 2.0))  # retained messages follow the subscription at once
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    info, devices = found.get("info"), found.get("devices")
+    if not isinstance(info, dict):
+        yield warn("zigbee2mqtt", f"nothing readable retained at {base}/bridge/info: "
+                                  "Zigbee2MQTT is not running, or not on this broker",
+                   "start Zigbee2MQTT (`sudo systemctl start zigbee2mqtt`) and check its mqtt "
+                   "settings; with no Zigbee buttons, set [adapters] zigbee2mqtt = false")
+        return
+    problem = output_problem(info)
+    if problem is not None:
+        yield fail("zigbee2mqtt", problem.reason,
+                   "in Zigbee2MQTT's data/configuration.yaml set `advanced: output: json`, "
+                   "then `sudo systemctl restart zigbee2mqtt`")
+    elif not isinstance(devices, list):
+        yield warn("zigbee2mqtt", f"nothing readable retained at {base}/bridge/devices: "
+                                  "renamed buttons are not known by their model",
+                   "the broker's max_packet_size must exceed the device list's size; "
+                   "`sudo journalctl -u mosquitto` shows a refused packet")
+    else:
+        models = sorted({button.model for button in buttons_of(devices)})
+        yield ok("zigbee2mqtt", "publishes JSON; known button models: "
+                                + (", ".join(models) or "none"))

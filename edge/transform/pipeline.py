@@ -3,6 +3,12 @@
 Everything that arrived together is committed in one transaction (one fsync), and only then
 are the messages acked to the broker. If nothing fits on disk, nothing is acked: the broker
 keeps the messages, and the thread tries again until space returns or the gateway stops.
+
+No message can stop the thread: parsing has already made every value fit to travel, a failure
+of the rules becomes a `gateway.rules_failed` event for that message alone, and an event that
+still cannot be encoded is set aside alone (a press stays a press, stripped to what encodes)
+while the rest of its group commits. Should the thread end all the same, `on_failure` is told
+why, and the gateway stops with an error for its supervisor to restart it.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from enum import Enum
 
 from edge.buffer.outbox import Outbox, OutboxFull
@@ -21,6 +28,9 @@ from edge.source.mqtt import Received
 from edge.transform.rules import Rules, make_event
 
 log = logging.getLogger(__name__)
+
+# What encoding an event's JSON can raise (parsing should have left nothing that does).
+UNENCODABLE = (TypeError, ValueError, OverflowError, RecursionError)
 
 
 class _Stop(Enum):
@@ -34,6 +44,20 @@ _STOP = _Stop.STOP
 _Item = Received | Callable[[], None] | _Stop
 
 
+def encodable(event: Event) -> Event:
+    """The event itself if it encodes, else the same event (same id, kind, type and priority:
+    a press stays a press) with only what the gateway knows for sure: the reason."""
+    try:
+        event.encode()
+        return event
+    except UNENCODABLE as exc:
+        log.error("event %s (%s) could not be encoded, sent without its data: %s: %s",
+                  event.id, event.type, type(exc).__name__, exc)
+        reason = f"the event could not be encoded: {type(exc).__name__}: {exc}"[:500]
+        return replace(event, occurred_at=event.received_at,
+                       data={"invalid": {"data": reason.encode(errors="replace").decode()}})
+
+
 class Pipeline:
     def __init__(
         self,
@@ -42,6 +66,7 @@ class Pipeline:
         *,
         ack: Callable[[int, int], None],
         on_committed: Callable[[list[Event]], None],
+        on_failure: Callable[[str], None] = lambda reason: None,
         max_group: int = 1000,
         tick_interval: float = 1.0,
         housekeeping_interval: float = 60.0,
@@ -52,6 +77,7 @@ class Pipeline:
         self._outbox = outbox
         self._ack = ack
         self._on_committed = on_committed
+        self._on_failure = on_failure
         self._max_group = max_group
         self._housekeeping_interval = housekeeping_interval
         self._full_retry = full_retry
@@ -59,7 +85,7 @@ class Pipeline:
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._deferred: list[Callable[[], None]] = []
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="commit", daemon=True)
+        self._thread = threading.Thread(target=self._supervised, name="commit", daemon=True)
         self.committed_messages = 0
         self.full = False
 
@@ -79,6 +105,13 @@ class Pipeline:
     def call_soon(self, work: Callable[[], None]) -> None:
         """Run work on the commit thread, between commits (the rules' state lives there)."""
         self._queue.put(work)
+
+    def _supervised(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:
+            log.critical("the commit thread ended: %s: %s", type(exc).__name__, exc, exc_info=exc)
+            self._on_failure(f"commit thread ended: {type(exc).__name__}: {exc}")
 
     def _run(self) -> None:
         next_tick = time.monotonic() + self._tick_interval
@@ -132,6 +165,8 @@ class Pipeline:
             for message in received.messages
             for event in self._evaluate(message)
         ]
+        if self._rules.counters_moved:
+            self._save_state()  # before the commit: see Rules.counters_moved
         if not self._commit_events(events):
             log.warning("stopping with %d messages unacked; the broker keeps them", len(group))
             return
@@ -147,6 +182,8 @@ class Pipeline:
             try:
                 self._outbox.put(events)
                 break
+            except UNENCODABLE:
+                events = [encodable(event) for event in events]
             except OutboxFull as exc:
                 if not self.full:
                     log.error("outbox full, not acking MQTT until space returns: %s", exc)

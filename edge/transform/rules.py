@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
@@ -20,7 +21,14 @@ from typing import Any
 
 from edge.config import RulesSection
 from edge.events import Event, event_id, now
-from edge.source.messages import ButtonPress, DeviceMessage, DeviceStatus, Scan
+from edge.source.adapters import GatewayNotice
+from edge.source.messages import (
+    REJECTED_EXCERPT_BYTES,
+    ButtonPress,
+    DeviceMessage,
+    DeviceStatus,
+    Scan,
+)
 from edge.transform.scans import ScanJudge
 from mashang.files import atomic_write
 from mashang.registry import Registry
@@ -29,6 +37,8 @@ from mashang.wire import Kind, Priority
 log = logging.getLogger(__name__)
 
 PRIMARY = "message"
+# Device ids a summary of silent unregistered devices names at most.
+SILENT_LISTED = 20
 
 
 def make_event(
@@ -40,22 +50,51 @@ def make_event(
     *,
     primary: bool = True,
 ) -> Event:
-    """An event traced to its message: the message's fields plus what the gateway adds."""
-    # Only a declared `ts` (a datetime, validated): an unknown "ts" field (a heartbeat's, say)
-    # is kept in data but never taken for the time. vars() also skips pydantic's slow
-    # __getattr__ for the payloads that have no such field.
-    payload = message.payload
-    occurred = (vars(payload).get("ts") if payload is not None else None) or message.received_at
+    """An event traced to its message: the message's fields plus what the gateway adds.
+
+    Only a declared, usable `ts` is taken for the time (`DeviceMessage.occurred_at`): an
+    unknown "ts" field (a heartbeat's, say) is kept in data but never believed."""
     return Event(
         id=event_id(message.identity_key(), PRIMARY if primary else event_type),
         kind=kind,
         type=event_type,
         priority=priority,
         device_id=message.device_id,
-        occurred_at=occurred,
+        occurred_at=message.occurred_at or message.received_at,
         received_at=message.received_at,
-        data={**message.fields, **(extra or {})},
+        data=event_data(message, extra or {}),
     )
+
+
+# The keys of `data` that the gateway derives itself (PROTOCOL §6): a device's own key of the
+# same name is kept under data.device, never where the gateway's would stand, even when the
+# gateway has nothing to put there this time (an unregistered button has no resident).
+DERIVED = frozenset({
+    "resident", "building", "butlers", "stall", "zone", "subject", "registered", "unregistered",
+    "alert_id", "presses", "reason", "result", "duty_contact", "threshold", "last_seen",
+    "invalid", "device", "error",
+})
+
+
+def event_data(message: DeviceMessage, extra: dict[str, Any]) -> dict[str, Any]:
+    """The device's fields as received, what the gateway adds, and what could not be used.
+
+    A device field that the gateway also sets (its `action` when that was unusable, say) is
+    kept unchanged under `device`, so nothing the device said is lost or taken as the
+    gateway's word."""
+    data: dict[str, Any] = {}
+    device: dict[str, Any] = {}
+    for key, value in message.fields.items():
+        if key in DERIVED or (key in extra and extra[key] != value):
+            device[key] = value
+        else:
+            data[key] = value
+    data.update(extra)
+    if message.invalid:
+        data["invalid"] = dict(message.invalid)
+    if device:
+        data["device"] = device
+    return data
 
 
 def gateway_event(event_type: str, data: dict[str, Any], *, device_id: str | None = None,
@@ -77,6 +116,10 @@ class ButtonState:
     alert_id: str | None = None
     last_press: float = 0.0
     presses: int = 0
+    # An unregistered device's silence was told in a summary (never one alert each).
+    reported_silent: bool = False
+    # The last press counter a registered button sent (its `seq`, or a Shelly's `event_cnt`).
+    last_count: int | None = None
 
 
 class Rules:
@@ -92,6 +135,16 @@ class Rules:
         self._judge = ScanJudge(registry)
         self._state_path = state_path
         self._buttons: dict[str, ButtonState] = self._load_state()
+        # Unregistered devices, least recently heard first: at most max_unregistered are kept,
+        # so that made-up ids cannot grow the state without bound.
+        self._unregistered: OrderedDict[str, None] = OrderedDict(
+            (device, None) for device, state in sorted(self._buttons.items(),
+                                                       key=lambda item: item[1].last_seen)
+            if device not in self._registered
+        )
+        # A press counter moved since devices.json was written: write it before the commit,
+        # so that a restart cannot take a counter it already saw for a gap.
+        self.counters_moved = False
         self._watch_registered_buttons()
 
     # -- registry --------------------------------------------------------------------------
@@ -106,6 +159,7 @@ class Rules:
         # A registered button we have never heard from is supervised from now on.
         for button in self._registry.buttons:
             self._buttons.setdefault(button.device_id, ButtonState(last_seen=self._clock()))
+            self._unregistered.pop(button.device_id, None)
 
     # -- messages --------------------------------------------------------------------------
 
@@ -113,6 +167,11 @@ class Rules:
         if message.rejection is not None:
             return [self._rejected(message)]
         payload = message.payload
+        if isinstance(payload, GatewayNotice):
+            # An adapter found presses that would be lost: its fields are the gateway's own
+            # words (no device sent them), so they stand as the event's data.
+            notice = make_event(message, "alert", payload.event, "high")
+            return [replace(notice, data=dict(message.fields))]
         if message.device_kind == "button":
             state = self._seen(message.device_id or "")
             if isinstance(payload, ButtonPress):
@@ -126,6 +185,13 @@ class Rules:
     def _seen(self, device_id: str) -> ButtonState:
         state = self._buttons.setdefault(device_id, ButtonState(last_seen=self._clock()))
         state.last_seen = self._clock()
+        state.reported_silent = False
+        if device_id not in self._registered:
+            self._unregistered[device_id] = None
+            self._unregistered.move_to_end(device_id)
+            while len(self._unregistered) > self._settings.max_unregistered:
+                forgotten, _ = self._unregistered.popitem(last=False)
+                del self._buttons[forgotten]
         return state
 
     def _press(self, message: DeviceMessage, press: ButtonPress, state: ButtonState) -> list[Event]:
@@ -144,7 +210,28 @@ class Rules:
         extra = {**context, "alert_id": state.alert_id, "presses": state.presses,
                  "action": press.action}
         events = [make_event(message, "alert", event_type, priority, extra)]
+        events += self._gap(message, press, state, context)
         return events + self._battery_and_return(message, state, press.battery)
+
+    def _gap(self, message: DeviceMessage, press: ButtonPress, state: ButtonState,
+             context: dict[str, Any]) -> list[Event]:
+        """A registered button's press counter that jumped: presses between may be lost."""
+        count = press.seq
+        if count is None:
+            native = message.fields.get("event_cnt")  # Shelly Gen1's counter
+            count = native if type(native) is int and native >= 0 else None
+        if count is None or message.device_id not in self._registered:
+            return []
+        previous, state.last_count = state.last_count, count
+        self.counters_moved = self.counters_moved or previous != count
+        # A counter that went back (the device restarted) or stands still (a redelivery) is
+        # no gap.
+        if previous is None or count <= previous + 1:
+            return []
+        missed = count - previous - 1
+        extra = {**context, "reason": "counter_gap", "expected": previous + 1, "counted": count,
+                 "missed": missed}
+        return [make_event(message, "alert", "button.gap", "high", extra, primary=False)]
 
     def close_alert(self, device_id: str, alert_id: str) -> None:
         state = self._buttons.get(device_id)
@@ -159,12 +246,11 @@ class Rules:
                 return [make_event(message, "log", "button.status", "low")]
             state.offline = True
             context = self._button_context(message.device_id or "")
-            return [make_event(message, "alert", "button.offline", "normal",
-                               {**context, "reason": "last_will"})]
+            return [self._fault(message, "button.offline", {**context, "reason": "last_will"})]
         if state.offline:
             state.offline = False
             context = self._button_context(message.device_id or "")
-            events = [make_event(message, "alert", "button.online", "normal", context)]
+            events = [self._fault(message, "button.online", context)]
         else:
             events = [make_event(message, "log", "button.status", "low")]
         return events + self._battery_and_return(message, state, status.battery)
@@ -176,21 +262,28 @@ class Rules:
         if state.offline:
             state.offline = False
             context = self._button_context(message.device_id or "")
-            events.append(make_event(message, "alert", "button.online", "normal", context,
-                                     primary=False))
+            events.append(self._fault(message, "button.online", context, primary=False))
         if battery is None:
             return events
         threshold = self._settings.battery_low_percent
         if battery < threshold and not state.battery_low:
             state.battery_low = True
             context = self._button_context(message.device_id or "")
-            events.append(make_event(message, "alert", "button.battery_low", "normal",
-                                     {**context, "battery": battery, "threshold": threshold},
-                                     primary=False))
+            events.append(self._fault(message, "button.battery_low",
+                                      {**context, "battery": battery, "threshold": threshold},
+                                      primary=False))
         elif battery >= threshold + self._settings.battery_hysteresis:
             # Re-armed only once clearly recharged, so a hovering reading warns once.
             state.battery_low = False
         return events
+
+    def _fault(self, message: DeviceMessage, event_type: str, extra: dict[str, Any], *,
+               primary: bool = True) -> Event:
+        """A device fault (offline, online again, battery low): an alert for a registered
+        button's resident, a log for a device nobody registered."""
+        if message.device_id in self._registered:
+            return make_event(message, "alert", event_type, "normal", extra, primary=primary)
+        return make_event(message, "log", event_type, "low", extra, primary=primary)
 
     def _button_context(self, device_id: str) -> dict[str, Any]:
         """Who is behind a button and who looks after them, from the registry."""
@@ -225,27 +318,49 @@ class Rules:
 
     def _rejected(self, message: DeviceMessage) -> Event:
         event = make_event(message, "log", "gateway.rejected", "normal")
-        data = {"reason": message.rejection, "topic": message.topic, "payload": message.excerpt()}
+        data = {"reason": message.rejection, "topic": message.topic[:REJECTED_EXCERPT_BYTES],
+                "payload": message.excerpt()}
         return replace(event, occurred_at=message.received_at, data=data)
 
     # -- time ------------------------------------------------------------------------------
 
     def tick(self) -> list[Event]:
-        """Supervision: a button silent past its interval is offline. Called periodically."""
+        """Supervision, called periodically: a registered button silent past its interval is
+        offline (one alert); unregistered devices gone silent make one summary between them,
+        and are forgotten once silent for `forget_after`."""
         events = []
         moment = self._clock()
         for device_id, state in self._buttons.items():
-            if state.offline:
+            if state.offline or moment - state.last_seen <= self._supervision_seconds(device_id):
                 continue
-            if moment - state.last_seen > self._supervision_seconds(device_id):
-                state.offline = True
+            state.offline = True
+            if device_id in self._registered:
                 context = self._button_context(device_id)
                 silent_since = datetime.fromtimestamp(state.last_seen).astimezone().isoformat()
                 events.append(gateway_event(
                     "button.offline", {**context, "reason": "silent", "last_seen": silent_since},
                     device_id=device_id, kind="alert", priority="normal",
                 ))
+        silent = [device for device in self._unregistered if self._buttons[device].offline
+                  and not self._buttons[device].reported_silent]
+        if silent:
+            for device in silent:
+                self._buttons[device].reported_silent = True
+            events.append(gateway_event(
+                "gateway.unregistered_silent",
+                {"count": len(silent), "devices": silent[:SILENT_LISTED],
+                 "silent_for_hours": self._settings.supervision_hours},
+                priority="low",
+            ))
+        self._forget(moment)
         return events
+
+    def _forget(self, moment: float) -> None:
+        while self._unregistered:
+            oldest = next(iter(self._unregistered))
+            if moment - self._buttons[oldest].last_seen <= self._settings.forget_after:
+                break
+            del self._unregistered[oldest], self._buttons[oldest]
 
     def _supervision_seconds(self, device_id: str) -> float:
         button = self._registered.get(device_id)
@@ -260,6 +375,7 @@ class Rules:
     # -- persistence -----------------------------------------------------------------------
 
     def save_state(self) -> None:
+        self.counters_moved = False
         if self._state_path is None:
             return
         document = {device: asdict(state) for device, state in self._buttons.items()}
@@ -271,6 +387,6 @@ class Rules:
         try:
             document = json.loads(self._state_path.read_text())
             return {device: ButtonState(**fields) for device, fields in document.items()}
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, AttributeError) as exc:
             log.warning("device state %s unreadable (%s); starting afresh", self._state_path, exc)
             return {}

@@ -2,7 +2,9 @@
 
 Only what cannot be the same in a test is changed: the listener (a free port on 127.0.0.1),
 where the password file is (made here with `mosquitto_passwd -b`), where persistence and the
-log go, and the user to run as. The ACL file is used as shipped, from deploy/.
+log go, and the user to run as. The ACL is deploy/mosquitto.acl as shipped (the gateway's and
+the Zigbee2MQTT bridge's blocks), with the test's device blocks appended as an operator does:
+rendered by edge/tools/broker_acl.py.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import shutil
 import subprocess
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -20,6 +22,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from edge.tools.broker_acl import SHIPPED_ACCOUNTS, render_acl
 from tests.helpers.support import Broker, free_port, wait_for
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -38,13 +41,21 @@ def make_password_file(path: Path, accounts: dict[str, str]) -> None:
     path.chmod(0o600)
 
 
-def deploy_conf(port: int, folder: Path, passwd: Path) -> str:
+def deploy_acl(devices: Iterable[tuple[str, str]], extra: str = "") -> str:
+    """deploy/mosquitto.acl as shipped, then the blocks of `devices` ((role, id) pairs) as
+    the renderer makes them, then `extra` (raw ACL lines of the test's own)."""
+    shipped = SHIPPED_ACL.read_text()
+    assert shipped.endswith("\n"), "deploy/mosquitto.acl must end with a newline"
+    return shipped + render_acl(devices, header=False) + extra
+
+
+def deploy_conf(port: int, folder: Path, passwd: Path, acl: Path = SHIPPED_ACL) -> str:
     """deploy/mosquitto.conf with the test's port and paths; everything else as shipped."""
     text = SHIPPED_CONF.read_text()
     swaps = {
         "listener 1883\n": f"listener {port} 127.0.0.1\n",
         "password_file /etc/mosquitto/passwd\n": f"password_file {passwd}\n",
-        "acl_file /etc/mosquitto/mashang.acl\n": f"acl_file {SHIPPED_ACL}\n",
+        "acl_file /etc/mosquitto/mashang.acl\n": f"acl_file {acl}\n",
     }
     for shipped, local in swaps.items():
         assert text.count(shipped) == 1, f"deploy/mosquitto.conf no longer has {shipped!r}"
@@ -58,14 +69,24 @@ def deploy_conf(port: int, folder: Path, passwd: Path) -> str:
 
 
 class SecureBroker(Broker):
-    def __init__(self, folder: Path, accounts: dict[str, str]) -> None:
+    """`accounts`: user name -> password, for the password file. `devices`: the (role, id)
+    of each device account, whose blocks go after the shipped ACL (by default every account
+    the shipped file has no block for is a button); `extra_acl`: raw lines after those."""
+
+    def __init__(self, folder: Path, accounts: dict[str, str],
+                 devices: Iterable[tuple[str, str]] | None = None, extra_acl: str = "") -> None:
+        if devices is None:
+            shipped = {account for _, account in SHIPPED_ACCOUNTS}
+            devices = [("button", name) for name in accounts if name not in shipped]
         folder.mkdir(parents=True, exist_ok=True)
         port = free_port()
         passwd = folder / "passwd"
         make_password_file(passwd, accounts)
         super().__init__(folder, port)
+        self.acl = folder / "mashang.acl"
+        self.acl.write_text(deploy_acl(devices, extra_acl))
         conf = folder / "mosquitto.conf"
-        conf.write_text(deploy_conf(port, folder, passwd))
+        conf.write_text(deploy_conf(port, folder, passwd, self.acl))
         self.accounts = accounts
 
 

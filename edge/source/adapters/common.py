@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from edge.source.adapters.config import AdaptersSection
-from edge.source.messages import MAX_PAYLOAD_BYTES, DeviceMessage, parse_message
+from edge.source.messages import MAX_PAYLOAD_BYTES, DeviceMessage, Payload, parse_message
 from mashang.topics import Channel
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "Action",
     "AdapterName",
     "Context",
+    "GatewayNotice",
     "plausible_epoch",
     "put_battery",
 ]
@@ -46,6 +47,20 @@ _RESERVED = frozenset(
     {"seq", "action", "battery", "ts", "state", "rssi", "id", "native_topic", "adapter",
      "retained", "input"}
 )
+
+
+class GatewayNotice(Payload):
+    """Not a device's message: what an adapter found wrong around it, for the rules to raise
+    as an event of its own (`event`: `gateway.misconfigured`, kind alert, priority high).
+
+    Its `DeviceMessage` has no device kind, id or channel; its fields are the event's data:
+    `reason` in plain words, `setting` and `value` (what is wrong where), `native_topic` and
+    `adapter` (where it was seen). Its identity is the problem and the bytes that showed it,
+    so that the retained message delivered again on every reconnect is the same event.
+    """
+
+    event: Literal["gateway.misconfigured"]
+    reason: str
 
 
 class Context:
@@ -94,6 +109,39 @@ class Context:
         if parsed.rejection is not None:
             return replace(parsed, topic=self.topic, raw=self.raw)
         return replace(parsed, identity=identity)
+
+    def notice(self, key: str, reason: str, setting: str, value: str | list[str]) -> DeviceMessage:
+        """A `gateway.misconfigured` notice (see GatewayNotice) that `key` names."""
+        fields: dict[str, Any] = {
+            "reason": reason, "setting": setting, "value": value,
+            "native_topic": self.topic, "adapter": self.adapter,
+        }
+        if self.retained:
+            fields["retained"] = True
+        digest = hashlib.sha256(self.raw).hexdigest()
+        return DeviceMessage(
+            topic=self.topic,
+            device_kind=None,
+            device_id=None,
+            channel=None,
+            raw=self.raw,
+            received_at=self.received_at,
+            payload=GatewayNotice(event="gateway.misconfigured", reason=reason),
+            fields=fields,
+            identity=f"{self.adapter};gateway.misconfigured;{key};sha256={digest}",
+        )
+
+    def unreadable(self, reason: str) -> DeviceMessage:
+        """A rejection of a message that concerns no device (a bridge's own topics)."""
+        return DeviceMessage(
+            topic=self.topic,
+            device_kind=None,
+            device_id=None,
+            channel=None,
+            raw=self.raw,
+            received_at=self.received_at,
+            rejection=reason,
+        )
 
     def rejected(self, device_id: str | None, channel: Channel, reason: str) -> DeviceMessage:
         return DeviceMessage(

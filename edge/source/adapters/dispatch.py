@@ -11,7 +11,7 @@ from datetime import datetime
 from edge.source.adapters import shelly, zigbee2mqtt
 from edge.source.adapters.common import AdapterName, Context
 from edge.source.adapters.config import AdaptersSection
-from edge.source.adapters.shelly import RepeatFilter
+from edge.source.adapters.memory import AdapterMemory
 from edge.source.messages import DeviceMessage
 
 __all__ = ["DEFAULT_TOPIC_ROOT", "adapter_subscriptions", "translate"]
@@ -48,14 +48,21 @@ def translate(
     *,
     topic_root: str = DEFAULT_TOPIC_ROOT,
     retained: bool = False,
-    repeats: RepeatFilter | None = None,
+    repeats: AdapterMemory | None = None,
 ) -> list[DeviceMessage] | None:
     """The canonical messages for one native MQTT message.
 
     None: not an adapter topic (parse it as a Mashang topic). An empty list: an adapter topic
-    with nothing to record (a button released, a relay's status, a repeated Gen1 event), to
-    be acked at once. `retained` is the MQTT retain flag: a retained press without a native
-    identity is old state, not a press. `repeats` filters Shelly Gen1's re-published events.
+    with nothing to record (a button released, a relay's status, a repeated Gen1 event, the
+    bridge's device list), to be acked at once. `retained` is the MQTT retain flag: a
+    retained press without a native identity is old state, not a press. `repeats` is the
+    adapters' memory, one per MQTT client (`AdapterMemory`, also known as `RepeatFilter`):
+    Shelly Gen1's re-published events, and Zigbee2MQTT's device list (button models) and
+    problems already reported. Without it each message is judged on its own.
+
+    Besides device messages, a Zigbee2MQTT bridge topic may yield a `gateway.misconfigured`
+    notice: a `DeviceMessage` with no device kind, id or channel whose payload is a
+    `GatewayNotice` (see there).
     """
     if not config.enabled:
         return None
@@ -65,7 +72,10 @@ def translate(
 
     base = config.zigbee2mqtt_base
     if config.zigbee2mqtt and topic.startswith(base + "/"):
-        return zigbee2mqtt.translate_zigbee2mqtt(context("zigbee2mqtt"), topic[len(base) + 1 :])
+        bridge = repeats.zigbee2mqtt if repeats is not None else None
+        return zigbee2mqtt.translate_zigbee2mqtt(
+            context("zigbee2mqtt"), topic[len(base) + 1 :], bridge
+        )
     if config.shelly_gen1 and topic.startswith(shelly.GEN1_BASE + "/"):
         found = shelly.translate_gen1(context("shelly-gen1"), topic.split("/")[1:], repeats)
         if found is not None:

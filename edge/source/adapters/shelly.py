@@ -6,57 +6,36 @@ Native topics:
   `shellies/{id}/online` (`true`/`false`) and `shellies/{id}/sensor/battery` (a number).
 - Gen2+: `{prefix}/events/rpc` (`NotifyEvent` of `input:N` components) and
   `{prefix}/online` (`true`/`false`); the prefix is the device id unless changed on the device.
+
+A battery Shelly Button1 sleeps between presses: its `online: false` is ignored, and it is
+supervised by silence instead (`translate_online`).
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from typing import Any
 
 from edge.source.adapters.common import Action, Context, plausible_epoch, put_battery
 from edge.source.adapters.config import AdaptersSection, default_device_id, native_of
+from edge.source.adapters.memory import AdapterMemory
 from edge.source.messages import DeviceMessage
 
 __all__ = [
+    "BATTERY_BUTTON_PREFIX",
     "GEN1_BASE",
-    "RepeatFilter",
     "gen1_subscriptions",
     "gen2_subscriptions",
     "shelly_gen1_action",
     "shelly_gen2_action",
+    "sleeps",
     "translate_gen1",
     "translate_gen2_rpc",
     "translate_online",
 ]
 
 GEN1_BASE = "shellies"
-
-
-class RepeatFilter:
-    """The last Shelly Gen1 input event seen per device input, in memory.
-
-    Gen1 firmware re-publishes the last `input_event` with every status update (every 30 s
-    by default) with the same `event_cnt`. Its identity already makes it the same event, but
-    the rules would still take it for a press again (refreshing the guard window, folding a
-    later real press into an old alert). One instance lives as long as the MQTT client.
-    """
-
-    def __init__(self, capacity: int = 4096) -> None:
-        self._capacity = capacity
-        self._last: OrderedDict[tuple[str, int], tuple[str, int]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def repeated(self, native: str, channel: int, event: str, count: int) -> bool:
-        """True when this input's last event had the same name and counter; remembers it."""
-        key, value = (native, channel), (event, count)
-        with self._lock:
-            previous = self._last.get(key)
-            self._last[key] = value
-            self._last.move_to_end(key)
-            while len(self._last) > self._capacity:
-                self._last.popitem(last=False)
-        return previous == value
+# A Shelly Button1's Gen1 id: `shellybutton1-<MAC>` (https://shelly-api-docs.shelly.cloud/gen1/).
+BATTERY_BUTTON_PREFIX = "shellybutton1"
 
 
 # -- subscriptions --------------------------------------------------------------------------
@@ -116,6 +95,11 @@ def shelly_gen2_action(event: object) -> Action | None:
     return "single" if words == ["single"] else "double"
 
 
+def sleeps(native: str) -> bool:
+    """A battery Shelly that sleeps between presses: a Button1 (`shellybutton1-<id>`)."""
+    return native.lower().startswith(BATTERY_BUTTON_PREFIX)
+
+
 # -- device ids -----------------------------------------------------------------------------
 
 
@@ -151,7 +135,7 @@ def _index(text: str) -> int | None:
 
 
 def translate_gen1(
-    ctx: Context, levels: list[str], repeats: RepeatFilter | None
+    ctx: Context, levels: list[str], repeats: AdapterMemory | None
 ) -> list[DeviceMessage] | None:
     """The canonical messages for `shellies/{levels}`; None when it is no Gen1 topic."""
     channel = _index(levels[2]) if len(levels) == 3 and levels[1] == "input_event" else None
@@ -165,7 +149,7 @@ def translate_gen1(
 
 
 def _gen1_input(
-    ctx: Context, native: str, channel: int, repeats: RepeatFilter | None
+    ctx: Context, native: str, channel: int, repeats: AdapterMemory | None
 ) -> list[DeviceMessage]:
     device_id = _input_device(ctx, native, channel)
     if device_id is None:
@@ -218,7 +202,13 @@ def _gen1_battery(ctx: Context, native: str) -> list[DeviceMessage]:
 
 
 def translate_online(ctx: Context, native: str) -> list[DeviceMessage]:
-    """`true` when the device connects, `false` as its last will (Gen1 and Gen2 alike)."""
+    """`true` when the device connects, `false` as its last will (Gen1 and Gen2 alike).
+
+    A battery Shelly Button1 sleeps between presses and may leave `false` behind each time
+    it does (Home Assistant's Shelly discovery does not use its `online` topic either):
+    its `false` is no news, and it is supervised by silence (its presses, battery
+    reports and `true` are heard from it; quiet past its supervision interval, it is offline).
+    """
     device_ids = _devices(ctx, native)
     if not device_ids:
         return []
@@ -226,6 +216,8 @@ def translate_online(ctx: Context, native: str) -> list[DeviceMessage]:
     if text not in ("true", "false"):
         reason = f"invalid online payload: expected true or false, got {text[:40]!r}"
         return [ctx.rejected(device_ids[0], "status", reason)]
+    if text == "false" and sleeps(native):
+        return []
     canonical = {"state": "online" if text == "true" else "offline"}
     identity = ctx.received_identity()
     return [ctx.message(device_id, "status", canonical, {}, identity) for device_id in device_ids]
