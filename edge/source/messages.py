@@ -33,6 +33,9 @@ REJECTED_EXCERPT_BYTES = 512
 # Deeper values are replaced by text: the central's JSON parser stops at 200 levels, and a
 # message the central cannot parse would park its event in the dead letters.
 MAX_NESTING = 32
+# Deeper text is not handed to the JSON parser at all: it would meet Python's recursion limit
+# sooner or later depending on the calling thread's stack (paho's is deeper than a test's).
+DEEPEST_READ = 400
 # The central keeps device ids of up to this many characters (mashang.wire.WireEvent).
 MAX_DEVICE_ID = 128
 # Unicode categories that must not stand in a device id: controls, format characters (the
@@ -189,17 +192,19 @@ def decode_object(raw: bytes) -> tuple[dict[str, Any], dict[str, str]] | str:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         return f"payload is not UTF-8: {exc.reason} at byte {exc.start}"
+    brackets = text.count("{") + text.count("[")
+    # Deeper than the parser can read on any thread's stack: decided from the text, so that
+    # the answer never depends on how deep the caller's stack happens to be.
+    if brackets > DEEPEST_READ and nesting_depth(text) > DEEPEST_READ:
+        if text.lstrip().startswith("{"):  # an object all the same: when in doubt, it counts
+            return {}, {"payload": f"nested deeper than {DEEPEST_READ} levels: not read"}
+        return "payload is not JSON: nested too deeply"
     try:
         if text.startswith("\ufeff"):  # as json.loads says it
             raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
         document = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         return f"payload is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-    except RecursionError:
-        if text.lstrip().startswith("{"):
-            # An object, but too deep for the parser to read: when in doubt, it counts.
-            return {}, {"payload": f"nested too deeply to read (limit {MAX_NESTING} levels)"}
-        return "payload is not JSON: nested too deeply"
     except ValueError as exc:  # NaN or Infinity: not JSON (found by tests/test_fuzz.py)
         return f"payload is not JSON: {exc}"
     if not isinstance(document, dict):
@@ -210,7 +215,7 @@ def decode_object(raw: bytes) -> tuple[dict[str, Any], dict[str, str]] | str:
     # brackets as levels can nest that deep, and only a long number overflows: most payloads
     # need no walk at all.
     overflowed, _DECODED.overflowed = _DECODED.overflowed, False
-    if overflowed or "\\u" in text or text.count("{") + text.count("[") > MAX_NESTING:
+    if overflowed or "\\u" in text or brackets > MAX_NESTING:
         fields: dict[str, Any] = {}
         for key, value in document.items():
             clean_key, _ = fit_for_json(key, 1)
@@ -219,6 +224,28 @@ def decode_object(raw: bytes) -> tuple[dict[str, Any], dict[str, str]] | str:
                 invalid[clean_key] = problem
         return fields, invalid
     return document, invalid
+
+
+def nesting_depth(text: str) -> int:
+    """How deep brackets nest in JSON text, those inside strings not counted."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
 
 
 def fit_for_json(value: Any, level: int) -> tuple[Any, str | None]:
