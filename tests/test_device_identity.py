@@ -19,6 +19,7 @@ import pytest
 from edge.config import RulesSection
 from edge.events import now
 from edge.gateway import DEVICES_FILE
+from edge.ops.lanpage import DeviceBoard, device_rows
 from edge.source.messages import parse_message
 from edge.transform.rules import Rules
 from mashang.registry import Building, Butler, Button, Registry, Resident
@@ -108,3 +109,20 @@ def test_ten_thousand_made_up_ids_stay_within_bounds(broker, central, make_gatew
     assert rss <= RSS_BOUND_MB
     assert not [e for e in central.events() if e["kind"] == "alert"
                 and e["device_id"].startswith("fake-")], "made-up ids raise no alert"
+
+
+@pytest.mark.unit
+def test_the_lan_pages_memory_of_devices_is_bounded_and_registered_buttons_come_first():
+    """Found by trying the gateway as an attacker: 120,000 made-up ids grew it by 54 MB, and
+    500 made-up offline ids pushed a registered offline button off the page."""
+    rules = Rules(RulesSection(), REGISTRY, None)
+    board = DeviceBoard(remembered=100)
+    board.committed(rules.evaluate(parse_message(
+        ROOT, f"{ROOT}/buttons/btn-0007/status", b'{"state": "offline"}', now())))
+    for number in range(5000):
+        board.committed(rules.evaluate(parse_message(
+            ROOT, f"{ROOT}/buttons/a{number:05d}/status", b'{"state": "offline"}', now())))
+    assert len(board.snapshot()) == 100
+    rows = device_rows(rules.device_snapshot(), board.snapshot(), REGISTRY)
+    assert rows[0]["device_id"] == "btn-0007" and rows[0]["offline"]
+    assert rows[0]["resident"]["name"] == "张秀英"

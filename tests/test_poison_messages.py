@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from edge.buffer.outbox import EventClass, Outbox
 from edge.config import RulesSection
 from edge.events import Event, now
+from edge.source.adapters import AdaptersSection, RepeatFilter, translate
 from edge.source.messages import DeviceMessage, parse_message
 from edge.source.mqtt import Received
 from edge.transform.pipeline import Pipeline, encodable
@@ -236,3 +237,39 @@ def test_a_poison_press_redelivered_after_sigkill_is_handled_and_the_next_press_
     assert poisoned["priority"] == "critical"
     assert datetime.fromisoformat(poisoned["occurred_at"]) > datetime(2020, 1, 1, tzinfo=UTC)
     assert len(presses) == 2, "each press once, however often it was delivered"
+
+
+ADAPTED = AdaptersSection()
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(("topic", "payload"), [
+    ("zigbee2mqtt/zs", b'{"action":"hold","x":"\\ud800"}'),
+    ("zigbee2mqtt/zs", b'{"action":"hold","\\ud800":1}'),
+    ("zigbee2mqtt/ze", b'{"action":"hold","battery":1e309}'),
+    ("zigbee2mqtt/zb", b'{"action":"hold","x":' + b"9" * 5000 + b"}"),
+    ("zigbee2mqtt/zd", b'{"action":"hold","x":' + b"[" * 900 + b"]" * 900 + b"}"),
+    ("shellies/sh1/input_event/0", b'{"event":"L","event_cnt":1,"x":"\\ud800"}'),
+    ("sh2/events/rpc", b'{"method":"NotifyEvent","src":"\\ud800","params":{"events":'
+                       b'[{"component":"input:0","event":"long_push","x":"\\ud800"}]}}'),
+])
+def test_a_native_press_with_poison_in_it_is_still_a_long_press(topic: str, payload: bytes):
+    """Found by trying the gateway as an attacker: one such message ended paho's thread."""
+    messages = translate(topic, payload, now(), ADAPTED, topic_root=ROOT, retained=False,
+                         repeats=RepeatFilter())
+    assert messages, "a native press is heard"
+    [press] = Rules(RulesSection(), REGISTRY, None).evaluate(messages[0])
+    document = strict_json(press.encode())
+    assert (document["type"], document["priority"]) == ("button.press", "critical")
+
+
+@pytest.mark.unit
+def test_a_value_nested_past_any_depth_costs_only_itself():
+    payload = b'{"action":"long","seq":4,"x":' + b"[" * 5000 + b"1" + b"]" * 5000 + b"}"
+    message = parse_message(ROOT, f"{ROOT}/buttons/btn-0007/events", payload, now())
+    [press] = Rules(RulesSection(), REGISTRY, None).evaluate(message)
+    assert (press.type, press.priority, press.data["seq"]) == ("button.press", "critical", 4)
+    assert set(press.data["invalid"]) == {"x"}
+    unbalanced = b'{"action":"long","x":' + b"[" * 500
+    message = parse_message(ROOT, f"{ROOT}/buttons/btn-0007/events", unbalanced, now())
+    assert message.rejection is not None and "not JSON" in message.rejection

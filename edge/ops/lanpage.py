@@ -13,6 +13,7 @@ import logging
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -24,6 +25,8 @@ from mashang.registry import Registry
 log = logging.getLogger(__name__)
 
 SHOWN_AT_MOST = 500
+# Devices whose last words the page remembers (battery, signal), the most recently heard.
+BOARD_REMEMBERS = 2000
 SIGNAL_FIELDS = ("rssi", "linkquality")
 PERSONAL = {"name", "room", "phone"}
 
@@ -31,9 +34,12 @@ PERSONAL = {"name", "room", "phone"}
 class DeviceBoard:
     """What each device last told us. Written on the commit thread, read by the page."""
 
-    def __init__(self) -> None:
+    def __init__(self, remembered: int = BOARD_REMEMBERS) -> None:
         self._lock = threading.Lock()
-        self._devices: dict[str, dict[str, Any]] = {}
+        # Least recently heard first, at most `remembered`: made-up device ids must not grow
+        # the gateway's memory (the rules keep registered buttons' state on their own).
+        self._devices: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._remembered = remembered
 
     def committed(self, events: Iterable[Event]) -> None:
         for event in events:
@@ -42,6 +48,9 @@ class DeviceBoard:
             data = event.data
             with self._lock:
                 entry = self._devices.setdefault(event.device_id, {})
+                self._devices.move_to_end(event.device_id)
+                while len(self._devices) > self._remembered:
+                    self._devices.popitem(last=False)
                 entry["kind"] = "scanner" if event.type.startswith(("scan.", "stall.", "visit.",
                                                                      "scanner.")) else "button"
                 entry["last_event"] = event.type
@@ -84,7 +93,9 @@ def device_rows(buttons: dict[str, dict[str, Any]], heard: dict[str, dict[str, A
             "building": building.name if building else (resident.building if resident else None),
             "resident": resident.model_dump(include=PERSONAL) if resident else None,
         })
-    rows.sort(key=lambda r: (not r["offline"], not r["battery_low"], r["device_id"]))
+    # Registered devices first (someone lives behind them), then those needing attention.
+    rows.sort(key=lambda r: (not r["registered"], not r["offline"], not r["battery_low"],
+                             r["device_id"]))
     return rows[:SHOWN_AT_MOST]
 
 

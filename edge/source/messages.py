@@ -33,9 +33,8 @@ REJECTED_EXCERPT_BYTES = 512
 # Deeper values are replaced by text: the central's JSON parser stops at 200 levels, and a
 # message the central cannot parse would park its event in the dead letters.
 MAX_NESTING = 32
-# Deeper text is not handed to the JSON parser at all: it would meet Python's recursion limit
-# sooner or later depending on the calling thread's stack (paho's is deeper than a test's).
-DEEPEST_READ = 400
+# What a value nested deeper than that becomes.
+TOO_DEEP = f"[nested deeper than {MAX_NESTING} levels]"
 # The central keeps device ids of up to this many characters (mashang.wire.WireEvent).
 MAX_DEVICE_ID = 128
 # Unicode categories that must not stand in a device id: controls, format characters (the
@@ -183,22 +182,23 @@ def device_id_problem(device_id: str) -> str | None:
     return None
 
 
-def decode_object(raw: bytes) -> tuple[dict[str, Any], dict[str, str]] | str:
-    """The payload's JSON object, made fit to travel, with what had to be changed in it; or,
-    when the payload is no JSON object at all, the reason."""
+def decode_json(raw: bytes) -> tuple[Any, bool] | str:
+    """The payload's JSON value, and whether it may hold what must be made fit to travel
+    (`fit_for_json`); or, when the payload is no JSON at all, the reason. Values nested deeper
+    than MAX_NESTING are cut from the text before it is parsed, so the parser never meets
+    Python's recursion limit, whose depth would depend on the calling thread's stack."""
     if len(raw) > MAX_PAYLOAD_BYTES:
         return f"payload too large: {len(raw)} bytes (limit {MAX_PAYLOAD_BYTES})"
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         return f"payload is not UTF-8: {exc.reason} at byte {exc.start}"
-    brackets = text.count("{") + text.count("[")
-    # Deeper than the parser can read on any thread's stack: decided from the text, so that
-    # the answer never depends on how deep the caller's stack happens to be.
-    if brackets > DEEPEST_READ and nesting_depth(text) > DEEPEST_READ:
-        if text.lstrip().startswith("{"):  # an object all the same: when in doubt, it counts
-            return {}, {"payload": f"nested deeper than {DEEPEST_READ} levels: not read"}
-        return "payload is not JSON: nested too deeply"
+    # Only as many brackets as levels can nest that deep, only a \u escape can make a lone
+    # surrogate (the text was decoded strictly), and only a long number overflows: most
+    # payloads need neither the cut nor a walk.
+    deep = text.count("{") + text.count("[") > MAX_NESTING
+    if deep:
+        text = cut_deep_values(text)
     try:
         if text.startswith("\ufeff"):  # as json.loads says it
             raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
@@ -207,30 +207,42 @@ def decode_object(raw: bytes) -> tuple[dict[str, Any], dict[str, str]] | str:
         return f"payload is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
     except ValueError as exc:  # NaN or Infinity: not JSON (found by tests/test_fuzz.py)
         return f"payload is not JSON: {exc}"
+    finally:
+        overflowed, _DECODED.overflowed = _DECODED.overflowed, False
+    return document, overflowed or deep or "\\u" in text
+
+
+def decode_object(raw: bytes) -> tuple[dict[str, Any], dict[str, str]] | str:
+    """The payload's JSON object, made fit to travel, with what had to be changed in it; or,
+    when the payload is no JSON object at all, the reason."""
+    decoded = decode_json(raw)
+    if isinstance(decoded, str):
+        return decoded
+    document, suspect = decoded
     if not isinstance(document, dict):
         shape = "number" if isinstance(document, Unrepresentable) else type(document).__name__
         return f"payload must be a JSON object, got {shape}"
     invalid: dict[str, str] = {}
-    # Only a \u escape can make a lone surrogate (the text was decoded strictly), only as many
-    # brackets as levels can nest that deep, and only a long number overflows: most payloads
-    # need no walk at all.
-    overflowed, _DECODED.overflowed = _DECODED.overflowed, False
-    if overflowed or "\\u" in text or brackets > MAX_NESTING:
-        fields: dict[str, Any] = {}
-        for key, value in document.items():
-            clean_key, _ = fit_for_json(key, 1)
-            fields[clean_key], problem = fit_for_json(value, 1)
-            if problem is not None:
-                invalid[clean_key] = problem
-        return fields, invalid
-    return document, invalid
+    if not suspect:
+        return document, invalid
+    fields: dict[str, Any] = {}
+    for key, value in document.items():
+        clean_key, _ = fit_for_json(key, 1)
+        fields[clean_key], problem = fit_for_json(value, 1)
+        if problem is not None:
+            invalid[clean_key] = problem
+    return fields, invalid
 
 
-def nesting_depth(text: str) -> int:
-    """How deep brackets nest in JSON text, those inside strings not counted."""
-    depth = deepest = 0
+def cut_deep_values(text: str) -> str:
+    """JSON text with every value nested deeper than MAX_NESTING replaced by TOO_DEEP (a
+    string). Brackets inside strings do not count; text that is no JSON stays no JSON."""
+    out: list[str] = []
+    depth = 0
     in_string = escaped = False
-    for char in text:
+    skipping_from = 0  # the depth at which a cut value began, 0 while not cutting
+    start = 0
+    for index, char in enumerate(text):
         if in_string:
             if escaped:
                 escaped = False
@@ -238,20 +250,31 @@ def nesting_depth(text: str) -> int:
                 escaped = True
             elif char == '"':
                 in_string = False
-        elif char == '"':
+            continue
+        if char == '"':
             in_string = True
         elif char in "[{":
             depth += 1
-            deepest = max(deepest, depth)
+            if depth > MAX_NESTING and not skipping_from:
+                out.append(text[start:index])
+                out.append(json.dumps(TOO_DEEP))
+                skipping_from = depth
         elif char in "]}":
+            if skipping_from and depth == skipping_from:
+                skipping_from = 0
+                start = index + 1
             depth -= 1
-    return deepest
+    if not skipping_from:
+        out.append(text[start:])
+    return "".join(out)
 
 
 def fit_for_json(value: Any, level: int) -> tuple[Any, str | None]:
     """`value` as strict JSON can carry it, and what had to change, if anything."""
     if isinstance(value, Unrepresentable):
         return str(value), "number out of range"
+    if value == TOO_DEEP:
+        return value, f"nested deeper than {MAX_NESTING} levels"
     if isinstance(value, str):
         try:
             value.encode("utf-8")
@@ -261,8 +284,7 @@ def fit_for_json(value: Any, level: int) -> tuple[Any, str | None]:
         return value, None
     if isinstance(value, dict | list):
         if level >= MAX_NESTING:
-            return f"[nested deeper than {MAX_NESTING} levels]", (
-                f"nested deeper than {MAX_NESTING} levels")
+            return TOO_DEEP, f"nested deeper than {MAX_NESTING} levels"
         problems: list[str] = []
         if isinstance(value, dict):
             fixed_dict: dict[str, Any] = {}

@@ -207,12 +207,20 @@ class Ingest:
         received_at = now()
         # paho declares bytes | bytearray; what it hands us is bytes, which bytes() returns as is.
         payload = bytes(msg.payload)
-        messages = translate(
-            msg.topic, payload, received_at, self._adapters,
-            topic_root=self._root, retained=msg.retain, repeats=self._repeats,
-        )
-        if messages is None:
-            messages = [parse_message(self._root, msg.topic, payload, received_at)]
+        try:
+            messages = translate(
+                msg.topic, payload, received_at, self._adapters,
+                topic_root=self._root, retained=msg.retain, repeats=self._repeats,
+            )
+            if messages is None:
+                messages = [parse_message(self._root, msg.topic, payload, received_at)]
+        except Exception as exc:
+            # A bug met by one message must not end paho's thread (every later press would
+            # go unheard): the message becomes a rejection, committed and acked like any.
+            log.exception("could not read a message on %s", msg.topic[:200])
+            messages = [DeviceMessage(msg.topic, None, None, None, payload, received_at,
+                                      rejection=f"the gateway could not read this message: "
+                                                f"{type(exc).__name__}: {exc}"[:500])]
         # Even a message with nothing to record goes through the pipeline, so that acks keep
         # the order in which the messages arrived.
         self._deliver(Received(tuple(messages), msg.mid, msg.qos))

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from edge.source.adapters.config import AdaptersSection
-from edge.source.messages import MAX_PAYLOAD_BYTES, DeviceMessage, Payload, parse_message
+from edge.source.messages import DeviceMessage, Payload, decode_json, fit_for_json, parse_message
 from mashang.topics import Channel
 
 __all__ = [
@@ -200,13 +200,15 @@ _INVALID = object()
 
 
 def _json(raw: bytes) -> Any:
-    """What parse_message would decode, or _INVALID where it would reject the bytes."""
-    if len(raw) > MAX_PAYLOAD_BYTES:
+    """What parse_message would decode, made fit to travel as it makes it (numbers past
+    range as text, lone surrogates as U+FFFD, values nested too deep as text), or _INVALID
+    where it would reject the bytes: a native message can no more stop the MQTT thread than
+    a Mashang one."""
+    decoded = decode_json(raw)
+    if isinstance(decoded, str):
         return _INVALID
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except (ValueError, RecursionError):  # UnicodeDecodeError, JSONDecodeError, huge integers
-        return _INVALID
+    value, suspect = decoded
+    return fit_for_json(value, 0)[0] if suspect else value
 
 
 def _merge(canonical: dict[str, Any], native: dict[str, Any]) -> dict[str, Any]:
