@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import AnyHttpUrl, Field, SecretStr
 
+from edge.downlink.indicator_config import IndicatorsSection
 from edge.source.adapters import AdaptersSection
 from mashang.config import ConfigError, Listening, Seconds, Section
 from mashang.config import load_config as load_any_config
@@ -111,6 +112,7 @@ class GatewayConfig(Section):
     http: HttpSection = HttpSection()
     rules: RulesSection = RulesSection()
     adapters: AdaptersSection = AdaptersSection()
+    indicators: IndicatorsSection = IndicatorsSection()
     fallback: FallbackSection = FallbackSection()
     logging: LoggingSection = LoggingSection()
 

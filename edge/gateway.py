@@ -27,6 +27,7 @@ import aiohttp
 from edge.buffer.outbox import EventClass, Outbox, OutboxUsage
 from edge.config import GatewayConfig
 from edge.downlink.feedback import Feedback
+from edge.downlink.indicators import Indicators
 from edge.downlink.poll import Downlink
 from edge.events import Event
 from edge.instance import CannotStart, claim_instance
@@ -87,7 +88,13 @@ class Gateway:
             deliver=self._received,
             adapters=config.adapters,
         )
-        self.feedback = Feedback(self.ingest.publish, config.gateway.topic_root)
+        # The lights, sirens and speakers buttons name in the registry (docs/indicators.md).
+        self.indicators = Indicators(
+            config.indicators, registry, publish=self.ingest.publish, watch=self.ingest.watch,
+            topic_root=config.gateway.topic_root,
+            zigbee2mqtt_base=config.adapters.zigbee2mqtt_base, gateway_id=config.gateway.id,
+        )
+        self.feedback = Feedback(self.ingest.publish, config.gateway.topic_root, self.indicators)
         self.pipeline = Pipeline(
             self.rules,
             self.outbox,
@@ -134,7 +141,7 @@ class Gateway:
             fallback_active=lambda: self.fallback.active,
             fallback_waiting=lambda: self.fallback.waiting,
             on_commit_thread=self.pipeline.call_soon,
-            use_registry=self.rules.replace_registry,
+            use_registry=self._use_registry,
             registry_store=self.registry_store,
             failure=lambda: self.failure,
             record=self._record,
@@ -170,10 +177,15 @@ class Gateway:
         self.outbox.put(events)
         self._committed(events)
 
+    def _use_registry(self, registry: Registry) -> None:
+        """On the commit thread: the registry the rules judge by and the indicators follow."""
+        self.rules.replace_registry(registry)
+        self.indicators.use_registry(registry)
+
     def _apply_registry(self, registry: Registry) -> None:
         def replace() -> None:
             self.registry_store.replace(registry)
-            self.rules.replace_registry(registry)
+            self._use_registry(registry)
 
         self.pipeline.call_soon(replace)
 

@@ -6,12 +6,28 @@ and codes are valid where. The central is its source of truth and sends it whole
 
 from __future__ import annotations
 
+import re
 from datetime import time
-from typing import Literal, cast
+from typing import Literal, cast, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEFAULT_SUPERVISION_HOURS = 25.0
+
+# What a button's indicator is, which says what the gateway sends it (docs/indicators.md).
+IndicatorKind = Literal[
+    "zigbee2mqtt-light",         # zigbee2mqtt/{device}/set: a colour or white light
+    "zigbee2mqtt-plug",          # zigbee2mqtt/{device}/set: a plug or relay, {"state": "ON"}
+    "zigbee2mqtt-siren",         # zigbee2mqtt/{device}/set: an IAS warning device, {"warning": …}
+    "zigbee2mqtt-melody-siren",  # zigbee2mqtt/{device}/set: a melody siren, {"melody": …}
+    "shelly-gen1-rgbw",          # shellies/{device}/color/{channel}/set (JSON)
+    "shelly-gen1-relay",         # shellies/{device}/relay/{channel}/command (on / off)
+    "shelly-gen2-light",         # {device}/rpc, Light.Set
+    "shelly-gen2-switch",        # {device}/rpc, Switch.Set
+    "speaker",                   # {root}/speakers/{device}/play (PROTOCOL §1)
+]
+INDICATOR_KINDS: tuple[str, ...] = get_args(IndicatorKind)
+SPEAKER_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
 class Entry(BaseModel):
@@ -35,11 +51,52 @@ class Resident(Contact):
     room: str | None = None
 
 
+class Indicator(Entry):
+    """A device in the resident's flat that shows or says what became of a press: a light, a
+    plug, a siren or a speaker. The gateway turns each feedback state into its native command
+    (`edge/downlink/indicators.py`)."""
+
+    kind: IndicatorKind
+    # The Zigbee2MQTT friendly name, the Shelly Gen1 id (`shellyrgbw2-A4CF12F454A1`), the
+    # Shelly Gen2 topic prefix (`shellyplus1-a8032ab12345`), or the speaker's id.
+    device: str = Field(min_length=1, max_length=200)
+    # The Shelly output (relay, light or switch id); 0 for the others.
+    channel: int = Field(default=0, ge=0, le=15)
+
+    @field_validator("device")
+    @classmethod
+    def _topic_levels(cls, value: str) -> str:
+        if "+" in value or "#" in value or "\x00" in value:
+            raise ValueError("must not contain the MQTT wildcards + or #")
+        if any(not level for level in value.split("/")):
+            raise ValueError("must not start or end with / or contain //")
+        return value
+
+    @model_validator(mode="after")
+    def _speaker_id(self) -> Indicator:
+        if self.kind == "speaker" and not SPEAKER_ID.match(self.device):
+            raise ValueError("a speaker's device is a device id: letters, digits, . _ -")
+        return self
+
+
 class Button(Entry):
     device_id: str
     resident: Resident
     # How long a button may stay silent before it counts as offline (social-alarm supervision).
     supervision_hours: float = Field(default=DEFAULT_SUPERVISION_HOURS, gt=0)
+    # Devices in the same flat that show the feedback (docs/indicators.md); optional.
+    indicators: list[Indicator] = Field(default_factory=list)
+
+    @field_validator("indicators")
+    @classmethod
+    def _distinct_indicators(cls, indicators: list[Indicator]) -> list[Indicator]:
+        seen = set()
+        for indicator in indicators:
+            key = (indicator.kind, indicator.device, indicator.channel)
+            if key in seen:
+                raise ValueError(f"indicator {indicator.kind} {indicator.device!r} is named twice")
+            seen.add(key)
+        return indicators
 
 
 class Building(Entry):

@@ -8,15 +8,27 @@ from __future__ import annotations
 from typing import Literal
 
 __all__ = [
+    "CLIPS",
+    "SHELLY_GEN1_BASE",
     "SUBSCRIBED",
     "Channel",
+    "Clip",
     "DeviceKind",
     "feedback_topic",
+    "speaker_topic",
     "split_topic",
     "subscriptions",
 ]
 
 DEFAULT_ROOT = "mashang/v1"
+# Shelly Gen1's fixed topic base (`shellies/{id}/…`): its buttons' events and its lights'
+# and relays' commands (https://shelly-api-docs.shelly.cloud/gen1/#mqtt-support).
+SHELLY_GEN1_BASE = "shellies"
+
+# The clips a LAN speaker plays (`{root}/speakers/{id}/play`), by name, and what they say;
+# `scripts/make-clips` makes `devices/clips/{name}.wav` from these words.
+Clip = Literal["received", "coming"]
+CLIPS: dict[str, str] = {"received": "已收到呼叫", "coming": "管家马上就到"}
 
 DeviceKind = Literal["button", "scanner"]
 Channel = Literal["events", "status", "scans"]
@@ -52,3 +64,8 @@ def subscriptions(root: str) -> list[str]:
 def feedback_topic(root: str, device_kind: DeviceKind, device_id: str) -> str:
     """Where the gateway tells a device what became of its message."""
     return f"{root.rstrip('/')}/{device_kind}s/{device_id}/feedback"
+
+
+def speaker_topic(root: str, speaker_id: str) -> str:
+    """Where the gateway tells a LAN speaker which clip to play (PROTOCOL §1)."""
+    return f"{root.rstrip('/')}/speakers/{speaker_id}/play"

@@ -66,8 +66,12 @@ def overwrite_pages(path: Path, seed: int = 7) -> bytes:
 
 
 def truncate_mid_file(path: Path) -> bytes:
+    """Cut the file in half, at a character's start: the JSON is cut short, not its UTF-8."""
     data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
+    cut = len(data) // 2
+    while cut and data[cut] & 0xC0 == 0x80:  # a UTF-8 continuation byte
+        cut -= 1
+    path.write_bytes(data[:cut])
     return path.read_bytes()
 
 

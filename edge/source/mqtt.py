@@ -64,6 +64,11 @@ class Ingest:
         self.subscribed = threading.Event()
         self._pending_subscription: int | None = None
         self._client_id = client_id
+        # Devices' state topics watched for the downlink's indicators (`watch`), and the ones
+        # of them no device filter above covers, subscribed to on their own.
+        self._watched: frozenset[str] = frozenset()
+        self._watched_only: tuple[str, ...] = ()
+        self._observe: Callable[[str, bytes], None] | None = None
         # What is wrong with the broker connection now, if anything: logged once per change.
         self._problem: str | None = None
         self._client = self._make_client(client_id)
@@ -94,7 +99,26 @@ class Ingest:
         return client
 
     def _topics(self) -> list[str]:
+        return self._device_topics() + list(self._watched_only)
+
+    def _device_topics(self) -> list[str]:
         return subscriptions(self._root) + adapter_subscriptions(self._adapters)
+
+    def watch(self, topics: list[str], observe: Callable[[str, bytes], None]) -> None:
+        """Hand every message on these exact topics (indicators' states) to `observe` as well,
+        subscribing to those no device filter covers. Replaces the previous list."""
+        covered = self._device_topics()
+        only = tuple(t for t in dict.fromkeys(topics)
+                     if not any(mqtt.topic_matches_sub(f, t) for f in covered))
+        added = [t for t in only if t not in self._watched_only]
+        removed = [t for t in self._watched_only if t not in only]
+        self._observe = observe
+        self._watched, self._watched_only = frozenset(topics), only
+        if self._client.is_connected():
+            if added:
+                self._client.subscribe([(topic, 1) for topic in added])
+            if removed:
+                self._client.unsubscribe(removed)
 
     def start(self) -> None:
         properties = Properties(PacketTypes.CONNECT)
@@ -207,13 +231,17 @@ class Ingest:
         received_at = now()
         # paho declares bytes | bytearray; what it hands us is bytes, which bytes() returns as is.
         payload = bytes(msg.payload)
+        watched = msg.topic in self._watched
         try:
+            if watched and self._observe is not None:
+                self._observe(msg.topic, payload)
             messages = translate(
                 msg.topic, payload, received_at, self._adapters,
                 topic_root=self._root, retained=msg.retain, repeats=self._repeats,
             )
             if messages is None:
-                messages = [parse_message(self._root, msg.topic, payload, received_at)]
+                messages = [] if watched else [parse_message(self._root, msg.topic, payload,
+                                                             received_at)]
         except Exception as exc:
             # A bug met by one message must not end paho's thread (every later press would
             # go unheard): the message becomes a rejection, committed and acked like any.

@@ -19,6 +19,7 @@ from edge.source.adapters.common import Action, Context, plausible_epoch, put_ba
 from edge.source.adapters.config import AdaptersSection, default_device_id, native_of
 from edge.source.adapters.memory import AdapterMemory
 from edge.source.messages import DeviceMessage
+from mashang.topics import SHELLY_GEN1_BASE
 
 __all__ = [
     "BATTERY_BUTTON_PREFIX",
@@ -33,7 +34,7 @@ __all__ = [
     "translate_online",
 ]
 
-GEN1_BASE = "shellies"
+GEN1_BASE = SHELLY_GEN1_BASE
 # A Shelly Button1's Gen1 id: `shellybutton1-<MAC>` (https://shelly-api-docs.shelly.cloud/gen1/).
 BATTERY_BUTTON_PREFIX = "shellybutton1"
 
