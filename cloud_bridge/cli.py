@@ -7,7 +7,11 @@ from pathlib import Path
 
 
 def add_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
-    central = subparsers.add_parser(name, help="run the reference central endpoint")
+    central = subparsers.add_parser(
+        name, help="run the reference central endpoint",
+        description="Needs: its TOML (the gateways' keys, the admin token), write access to "
+                    "central.data_dir (its SQLite file and registry.json) and its listen "
+                    "address. /metrics is open unless central.metrics_token is set.")
     central.add_argument("--config", type=Path, required=True)
     central.set_defaults(func=cmd_central)
 

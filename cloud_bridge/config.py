@@ -22,6 +22,12 @@ class CentralServer(Section):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     # How often the running central looks for a registry written by `mashang registry import`.
     registry_poll: Seconds = 1.0
+    # /metrics: a gateway not heard from for this long counts as silent (its command long-poll
+    # is renewed every central.poll_wait seconds, 25 by default, while it runs).
+    silent_after: Seconds = 120.0
+    # When set, GET /metrics wants `Authorization: Bearer <metrics_token>` (Prometheus's
+    # `authorization` scrape setting); unset, it is open like /healthz.
+    metrics_token: SecretStr | None = None
 
 
 class AlertsSection(Section):

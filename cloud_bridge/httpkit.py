@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import time
 
 from aiohttp import web
 
@@ -18,6 +19,8 @@ from mashang.signing import (
 )
 
 CONFIG_KEY = web.AppKey("config", CentralConfig)
+# gateway id → Unix time of its last authentic request (the central's /metrics reads it).
+HEARD_KEY = web.AppKey("heard", dict)
 
 
 def problem(status: int, reason: str) -> web.Response:
@@ -44,7 +47,12 @@ def authenticate(request: web.Request, body: bytes) -> tuple[str | None, Refusal
     if key is None:
         return None, Refusal.UNKNOWN_GATEWAY
     refusal = check_signature(key, timestamp, body, claimed)
-    return (None, refusal) if refusal else (gateway_id, None)
+    if refusal:
+        return None, refusal
+    heard = request.app.get(HEARD_KEY)
+    if heard is not None:
+        heard[gateway_id] = time.time()
+    return gateway_id, None
 
 
 def require_admin(request: web.Request) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from edge.buffer.outbox import Outbox
 from edge.config import CENTRAL_KEY_ENV
 from tests.helpers.support import GATEWAY_KEY, device_topic, free_port, mashang, publish, wait_for
 
@@ -131,3 +132,27 @@ def test_the_central_key_can_come_from_the_environment(broker, central, make_gat
         what="the press signed with the key from the environment",
     )
     assert gateway.terminate() == 0
+
+
+def test_local_commands_run_without_the_key(tmp_path):
+    """Only `mashang gateway` signs requests: `mashang outbox` reads the outbox without the
+    key, and each command's --help says what it needs."""
+    config = tmp_path / "gateway.toml"
+    config.write_text(config_text(tmp_path, central='url = "http://127.0.0.1:8080"'))
+    (tmp_path / "data").mkdir()
+    Outbox(tmp_path / "data" / "outbox.sqlite", max_bytes=2**20, log_ttl=60.0).close()
+    environment = {k: v for k, v in os.environ.items() if k != CENTRAL_KEY_ENV}
+    outbox = subprocess.run(mashang("outbox", "--config", str(config)), capture_output=True,
+                            text=True, timeout=60, env=environment)
+    assert outbox.returncode == 0, outbox.stderr
+    assert "alerts" in outbox.stdout and "Traceback" not in outbox.stderr
+    for command, words in (("gateway", ["Needs:", CENTRAL_KEY_ENV]),
+                           ("outbox", ["Needs:", "Not the central's key"]),
+                           ("doctor", ["Needs:", "local checks"]),
+                           ("install", ["Needs:", "root"]),
+                           ("device", ["Needs:", "admin token"])):
+        shown = subprocess.run(mashang(command, "--help"), capture_output=True, text=True,
+                               timeout=60, env={**environment, "COLUMNS": "200"})
+        assert shown.returncode == 0, shown.stderr
+        for word in words:
+            assert word in shown.stdout, f"`mashang {command} --help` lacks {word!r}"

@@ -5,6 +5,7 @@ for the outbox each reported with a fix and a non-zero exit."""
 from __future__ import annotations
 
 import base64
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from edge.config import CENTRAL_KEY_ENV
 from edge.gateway import REGISTRY_FILE
 from edge.registry_store import RegistryStore
 from mashang.registry import Building, Butler, Button, Registry, Resident
@@ -121,3 +123,21 @@ def test_a_missing_registry_and_a_bad_config(tmp_path, broker, central):
     assert result.returncode != 0
     status, text = finding(result.stdout, "config")
     assert status == "FAIL" and "mqtt.prot" in text and "fix:" in text
+
+
+def test_without_the_key_the_doctor_says_so_and_runs_the_local_checks(tmp_path, broker, central):
+    """The key is needed only to sign: the doctor reports it missing, as a finding with its
+    fix, and every check that does not sign still runs and passes."""
+    gateway = configured(tmp_path / "gw", broker.port, central.url)
+    text = gateway.config.read_text()
+    gateway.config.write_text("\n".join(line for line in text.splitlines()
+                                        if not line.replace(" ", "").startswith("key=")) + "\n")
+    environment = {k: v for k, v in os.environ.items() if k != CENTRAL_KEY_ENV}
+    result = subprocess.run(mashang("doctor", "--config", str(gateway.config), "--timeout", "3"),
+                            capture_output=True, text=True, timeout=60, env=environment)
+    assert result.returncode != 0
+    status, detail = finding(result.stdout, "central key")
+    assert status == "FAIL" and CENTRAL_KEY_ENV in detail and "fix:" in detail
+    for check in ("config", "broker", "data dir", "disk", "registry", "public keys"):
+        assert finding(result.stdout, check)[0] == "ok", check
+    assert "Traceback" not in result.stderr

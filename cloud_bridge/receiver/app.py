@@ -24,15 +24,18 @@ from cloud_bridge.console.accounts import AccountStore
 from cloud_bridge.console.app import Console, add_console_routes
 from cloud_bridge.httpkit import (
     CONFIG_KEY,
+    HEARD_KEY,
     authenticate,
     int_param,
     problem,
     refuse,
     require_admin,
 )
+from cloud_bridge.metrics import METRICS_KEY, add_metrics_route
 from cloud_bridge.notify.webhooks import Notifier
 from cloud_bridge.receiver.openapi import Health, add_openapi_route
 from cloud_bridge.receiver.store import Database, EventStore
+from cloud_bridge.registry.api import add_registry_routes
 from cloud_bridge.registry.source import RegistrySource
 from cloud_bridge.stalls.pages import StallPages, add_stall_routes
 from cloud_bridge.visits.watch import VisitWatch
@@ -44,8 +47,6 @@ log = logging.getLogger(__name__)
 STORE_KEY = web.AppKey("store", EventStore)
 ENGINE_KEY = web.AppKey("engine", AlertEngine)
 REPLAYS_KEY = web.AppKey("replays", dict)
-
-
 
 
 def seen_before(app: web.Application, signature: str) -> bool:
@@ -89,6 +90,7 @@ async def ingest(request: web.Request) -> web.Response:
     events = document["events"]
     store = request.app[STORE_KEY]
     accepted, duplicates = await asyncio.to_thread(store.add, gateway_id, events)
+    request.app[METRICS_KEY].stored(gateway_id, events, accepted, duplicates)
     if accepted:
         request.app[ENGINE_KEY].poke()
     return web.json_response(IngestResult(accepted=accepted, duplicates=duplicates).model_dump())
@@ -133,6 +135,9 @@ def create_central_app(config: CentralConfig) -> web.Application:
     app[ENGINE_KEY] = engine
     app[COMMANDS_KEY] = commands
     app[REPLAYS_KEY] = {}
+    app[HEARD_KEY] = {}
+    add_metrics_route(app, db)
+    add_registry_routes(app)
     app.router.add_post("/v1/ingest", ingest)
     app.router.add_get("/v1/events", list_events)
     app.router.add_get("/healthz", healthz)

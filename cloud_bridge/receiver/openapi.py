@@ -1,7 +1,8 @@
 """The central's machine-readable API description, served at `GET /v1/openapi.json`.
 
 It covers what gateways and operators' tools call: the ingest endpoint (PROTOCOL §3), the
-command long-poll (PROTOCOL §4), the operators' event listing and the health check. This file
+command long-poll (PROTOCOL §4), the operators' event listing, the registry's buttons (what
+`mashang device` calls) and the health check. This file
 states the routes, their parameters and which model answers which status; the schemas are
 generated from the pydantic models (JSON Schema 2020-12, which OpenAPI 3.1 uses as is), so the
 document cannot drift from the code. Wired into the app by `add_openapi_route(app)`.
@@ -18,6 +19,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 
+from cloud_bridge.registry.api import ButtonPut, RegistryChange
 from mashang.wire import CommandPage, ErrorBody, IngestRequest, IngestResult, WireEvent
 
 OPENAPI_PATH = "/v1/openapi.json"
@@ -125,6 +127,39 @@ PATHS: dict[str, Any] = {
             "403": _answer("The gateway in the path is not the signed gateway."),
         },
     }},
+}
+
+_DEVICE_ID = {"name": "device_id", "in": "path", "required": True,
+              "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$"}}
+PATHS["/v1/registry/buttons/{device_id}"] = {
+    "put": {
+        "operationId": "putButton",
+        "summary": "Add a button to the registry, or change one (operators: mashang device add)",
+        "security": [{"adminToken": []}],
+        "parameters": [_DEVICE_ID],
+        "requestBody": _body(ButtonPut),
+        "responses": {
+            "200": _answer("The registry, one version up, holds the button.", RegistryChange),
+            "400": _answer("The body is not JSON."),
+            "401": _answer("Missing or wrong admin token."),
+            "409": _answer("The registry lacks the resident's building, or its file is "
+                           "damaged."),
+            "422": _answer("Invalid fields or a bad device id."),
+        },
+    },
+    "delete": {
+        "operationId": "deleteButton",
+        "summary": "Take a button out of the registry (operators: mashang device remove)",
+        "security": [{"adminToken": []}],
+        "parameters": [_DEVICE_ID],
+        "responses": {
+            "200": _answer("The registry, one version up, no longer holds it.", RegistryChange),
+            "401": _answer("Missing or wrong admin token."),
+            "404": _answer("No such button in the registry."),
+            "409": _answer("The central's registry file is damaged."),
+            "422": _answer("A bad device id."),
+        },
+    },
 }
 
 SECURITY_SCHEMES: dict[str, Any] = {

@@ -21,6 +21,7 @@ read when Prometheus scrapes, by a collector, so it can never drift.
 | mashang_uplink_retries_total | counter | |
 | mashang_uplink_events_sent_total | counter | class |
 | mashang_broker_connected, mashang_outbox_full, mashang_fallback_active | gauge | |
+| mashang_central_reachable, mashang_central_unreachable_seconds | gauge | |
 | mashang_devices | gauge | state (online, offline) |
 | mashang_devices_battery_low | gauge | |
 """
@@ -210,6 +211,14 @@ class GatewayCollector:
         yield GaugeMetricFamily("mashang_outbox_full",
                                 "1 while nothing fits in the outbox (MQTT acks held back)",
                                 value=1 if facts.pipeline_full() else 0)
+        central = facts.central
+        reachable = central.failing_since is None and central.last_ok is not None
+        yield GaugeMetricFamily("mashang_central_reachable",
+                                "1 while the central answers (0 before its first answer and "
+                                "while it fails)", value=1 if reachable else 0)
+        yield GaugeMetricFamily("mashang_central_unreachable_seconds",
+                                "How long the central has been failing (0 while it answers)",
+                                value=central.unreachable_for())
         yield GaugeMetricFamily("mashang_fallback_active",
                                 "1 while alerts go to the duty room (central out of reach)",
                                 value=1 if facts.fallback_active() else 0)

@@ -13,6 +13,11 @@ cannot widen a grant.
 
     python -m edge.tools.broker_acl button btn-0007 scanner gate-north   # blocks to append
     python -m edge.tools.broker_acl --shipped > deploy/mosquitto.acl      # the shipped file
+
+An ACL file in use is edited with `with_account(text, role, id)` and `without_account(text,
+id)`, both idempotent (`mashang device add|remove` and `mashang install` use them): one block
+per account, each after its `# -- ROLE ID: ...` comment line, appended in the very shape
+`render_acl(..., header=False)` gives, so a file edited this way is the file rendered whole.
 """
 
 from __future__ import annotations
@@ -38,11 +43,15 @@ __all__ = [
     "AclError",
     "Role",
     "account_block",
+    "account_role",
+    "acl_accounts",
     "check_account_id",
     "check_topic_root",
     "main",
     "render_acl",
     "shipped_acl",
+    "with_account",
+    "without_account",
 ]
 
 Role = Literal["button", "scanner", "zigbee2mqtt", "shelly-gen1", "shelly-gen2", "gateway"]
@@ -183,8 +192,10 @@ def _header(root: str) -> str:
 # here is refused (an MQTT 5 client sees "not authorized"; MQTT 3.1.1 has no way to say so,
 # and the message is dropped). Anonymous clients cannot connect at all.
 #
-# Adding a device: append its block as rendered (the id is checked: no +, #, / or spaces),
-# then reload the broker. Never two blocks for one account: Mosquitto would merge them.
+# Adding a device: `sudo mashang device add btn-0007 --role button …` makes its account,
+# adds its block once and reloads the broker (`mashang device remove` takes both away). By
+# hand: append its block as rendered (the id is checked: no +, #, / or spaces), then reload
+# the broker. Never two blocks for one account: Mosquitto would merge them.
 #   /opt/mashang/venv/bin/python -m edge.tools.broker_acl button btn-0007 \\
 #       | sudo tee -a /etc/mosquitto/mashang.acl
 #   sudo systemctl reload mosquitto
@@ -226,6 +237,78 @@ def shipped_acl(*, topic_root: str = DEFAULT_TOPIC_ROOT) -> str:
         + "\n# == Devices: one block each, appended as above. Examples (commented out):\n"
         + _commented(render_acl(EXAMPLE_ACCOUNTS, topic_root=topic_root, header=False))
     )
+
+
+# -- editing an ACL file in place ------------------------------------------------------------
+
+_USER_LINE: Final = re.compile(r"user (\S+)[ \t]*")
+_COMMENT_LINE: Final = re.compile(r"# -- (\S+) (\S+):")
+
+
+def _blocks(lines: list[str]) -> dict[str, tuple[int, int, str | None]]:
+    """account → (first line, line after the block, role from its comment line or None), for
+    every uncommented `user` block of an ACL file's lines."""
+    found: dict[str, tuple[int, int, str | None]] = {}
+    for index, line in enumerate(lines):
+        match = _USER_LINE.fullmatch(line.rstrip("\n"))
+        if not match:
+            continue
+        account, start, role = match.group(1), index, None
+        if index and (comment := _COMMENT_LINE.match(lines[index - 1])) \
+                and comment.group(2) == account:
+            start, role = index - 1, comment.group(1)
+        end = index + 1
+        while end < len(lines) and lines[end].startswith("topic "):
+            end += 1
+        found[account] = (start, end, role)
+    return found
+
+
+def acl_accounts(text: str) -> list[tuple[str | None, str]]:
+    """(role, account) of each `user` block in an ACL file, in file order; the role is the one
+    its `# -- ROLE ID:` comment names, None for a block written by hand without one."""
+    blocks = _blocks(text.splitlines(keepends=True))
+    return [(role, account) for account, (_, _, role) in
+            sorted(blocks.items(), key=lambda item: item[1][0])]
+
+
+def account_role(text: str, account_id: str) -> str | None:
+    """The role of `account_id`'s block in an ACL file ("" for a block without a role comment),
+    None when the file has no block for it."""
+    block = _blocks(text.splitlines(keepends=True)).get(account_id)
+    return None if block is None else (block[2] or "")
+
+
+def with_account(text: str, role: str, account_id: str, *,
+                 topic_root: str = DEFAULT_TOPIC_ROOT) -> str:
+    """The ACL file `text` with `account_id`'s block as `role` renders it: unchanged when it is
+    there already, replaced when the account's block differs, else appended at the end."""
+    entry = render_acl([(role, account_id)], topic_root=topic_root, header=False)
+    lines = text.splitlines(keepends=True)
+    block = _blocks(lines).get(account_id)
+    if block is None:
+        if text and not text.endswith("\n"):
+            text += "\n"
+        return text + entry
+    start, end, _ = block
+    own = entry.removeprefix("\n")
+    if "".join(lines[start:end]) == own:
+        return text
+    return "".join([*lines[:start], own, *lines[end:]])
+
+
+def without_account(text: str, account_id: str) -> str:
+    """The ACL file `text` without `account_id`'s block (and the blank line before it); the
+    same text when there is none."""
+    check_account_id(account_id)
+    lines = text.splitlines(keepends=True)
+    block = _blocks(lines).get(account_id)
+    if block is None:
+        return text
+    start, end, _ = block
+    if start and not lines[start - 1].strip():
+        start -= 1
+    return "".join([*lines[:start], *lines[end:]])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -90,8 +90,8 @@ def check_broker(config: GatewayConfig, timeout: float) -> Iterator[Finding]:
     except OSError as exc:
         yield fail("broker", f"cannot reach the broker at {where}: {describe_os_error(exc)}",
                    "start Mosquitto (`sudo systemctl enable --now mosquitto`) and check "
-                   "mqtt.host and mqtt.port; with deploy/mosquitto.conf it listens on "
-                   "127.0.0.1:1883")
+                   "mqtt.host and mqtt.port; with deploy/mosquitto.conf (`mashang install`) it "
+                   "listens on port 1883")
         return
     yield from mqtt_login(config, where, timeout)
 
@@ -215,7 +215,12 @@ def check_central(config: GatewayConfig, timeout: float) -> Iterator[Finding]:
     try:
         key = config.central_key()
     except ConfigError as exc:
-        yield fail("central key", str(exc), f"set central.key or {CENTRAL_KEY_ENV}")
+        # Not a reason to stop: the local checks after this one still run and report.
+        yield fail("central key", f"{exc}: the central was not asked",
+                   f"put {CENTRAL_KEY_ENV}=THE-KEY in /etc/mashang/gateway.env (`mashang "
+                   "install --key-file FILE` writes it) and run the doctor with it: `sudo -u "
+                   "mashang sh -c 'set -a; . /etc/mashang/gateway.env; exec mashang doctor "
+                   "--config /etc/mashang/gateway.toml'`; or set central.key")
         return
     request = urllib.request.Request(url, headers=signed_headers(gateway_id, key, b""))
     try:
