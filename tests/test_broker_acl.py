@@ -312,7 +312,8 @@ def test_the_zigbee2mqtt_bridge_publishes_only_its_native_topics(secure_broker):
         nothing_spoofed_arrived(observer)
 
 
-def test_the_gateway_account_publishes_feedback_and_no_device_topic(secure_broker):
+def test_the_gateway_account_publishes_feedback_and_commands_and_no_device_topic(
+        secure_broker):
     with clients(secure_broker.port, ACCOUNTS, OBSERVER, "mashang-gateway", "btn-b", "gate-a",
                  "zigbee2mqtt", GEN2) as (observer, gateway, button_b, scanner, bridge, gen2):
         observer.subscribe("#")
@@ -332,13 +333,23 @@ def test_the_gateway_account_publishes_feedback_and_no_device_topic(secure_broke
             (gateway, f"shellies/{GEN1}/online"),
             (gateway, f"{GEN2}/events/rpc"),
             (gateway, f"{GEN2}/online"),
-            (gateway, f"{GEN2}/rpc"),  # a command to the Shelly
+            (gateway, f"{GEN2}/status/switch:0"),  # a Shelly's state is the Shelly's word
         ])
-        # Controls: its feedback reaches the button and the scanner.
+        # Controls: its feedback reaches the button and the scanner, and the commands of
+        # the indicators in a resident's flat (docs/indicators.md) reach those devices.
         assert gateway.publish(feedback("btn-b"), json.dumps({"state": "received"})) == 0
         assert gateway.publish(feedback("gate-a", "scanners"), json.dumps({"beep": "ok"})) == 0
+        commands = [("zigbee2mqtt/hall-light/set", {"state": "ON"}),
+                    (f"shellies/{GEN1}/relay/0/command", "on"),
+                    (f"{GEN2}/rpc", {"id": 1, "method": "Switch.Set"}),
+                    (f"{ROOT}/speakers/spk-1/play", {"command": "play", "clip": "received"})]
+        for topic, body in commands:
+            payload = body if isinstance(body, str) else json.dumps(body)
+            assert gateway.publish(topic, payload) == 0, topic
         wait_for(lambda: button_b.got(feedback("btn-b"))
-                 and scanner.got(feedback("gate-a", "scanners")), 10, what="the feedback")
+                 and scanner.got(feedback("gate-a", "scanners"))
+                 and all(observer.got(topic) for topic, _ in commands), 10,
+                 what="the feedback and the indicators' commands")
         nothing_spoofed_arrived(observer, button_b, scanner, bridge, gen2)
 
 

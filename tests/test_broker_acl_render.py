@@ -65,10 +65,18 @@ def test_each_role_gets_exactly_its_topics():
         "user shellyplusi4-a8032ab12345\ntopic readwrite shellyplusi4-a8032ab12345/#\n")
 
 
-def test_the_gateway_writes_only_feedback():
+def test_the_gateway_writes_only_feedback_and_indicators_commands():
     block = account_block("gateway", "mashang-gateway", topic_root="m/v2")
     writes = [line.split()[2] for line in block.splitlines() if line.startswith("topic write")]
-    assert writes == ["m/v2/buttons/+/feedback", "m/v2/scanners/+/feedback"]
+    assert writes == [
+        "m/v2/buttons/+/feedback", "m/v2/scanners/+/feedback",
+        "zigbee2mqtt/+/set", "zigbee2mqtt/+/get", "shellies/+/color/+/set",
+        "shellies/+/relay/+/command", "shellies/+/command", "+/rpc", "+/command",
+        "m/v2/speakers/+/play",
+    ]
+    # None of them is a topic a device publishes on (PROTOCOL §1 and the adapters' topics).
+    for topic in writes:
+        assert not topic.endswith(("/events", "/status", "/scans", "/online", "/events/rpc"))
     assert "readwrite" not in block
     assert "topic read m/v2/buttons/+/events" in block.splitlines()
 

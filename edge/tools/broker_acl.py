@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from typing import Final, Literal, get_args
 
 from edge.source.adapters.config import DEVICE_ID_PATTERN
-from mashang.topics import SUBSCRIBED, feedback_topic, subscriptions
+from mashang.topics import SUBSCRIBED, feedback_topic, speaker_topic, subscriptions
 
 __all__ = [
     "DEFAULT_TOPIC_ROOT",
@@ -86,7 +86,7 @@ _SUMMARY: Final[dict[Role, str]] = {
     "zigbee2mqtt": "the Zigbee2MQTT bridge, its native topics only",
     "shelly-gen1": "its native topics only",
     "shelly-gen2": "its native topics only, under its MQTT prefix (its id)",
-    "gateway": "reads the device topics, writes only feedback",
+    "gateway": "reads the device topics, writes only feedback and indicators' commands",
 }
 
 
@@ -166,8 +166,19 @@ def account_block(role: str, account_id: str, *, topic_root: str = DEFAULT_TOPIC
             f"topic read {SHELLY_GEN1_BASE}/#",
             "topic read +/events/rpc",
             "topic read +/online",
+            # Gen2 lights' and switches' state, for indicators (docs/indicators.md)
+            "topic read +/status/+",
             f"topic write {feedback_topic(root, 'button', '+')}",
             f"topic write {feedback_topic(root, 'scanner', '+')}",
+            # Indicators' commands: never a device's own topic, only what it obeys
+            f"topic write {ZIGBEE2MQTT_BASE}/+/set",
+            f"topic write {ZIGBEE2MQTT_BASE}/+/get",
+            f"topic write {SHELLY_GEN1_BASE}/+/color/+/set",
+            f"topic write {SHELLY_GEN1_BASE}/+/relay/+/command",
+            f"topic write {SHELLY_GEN1_BASE}/+/command",
+            "topic write +/rpc",
+            "topic write +/command",
+            f"topic write {speaker_topic(root, '+')}",
         ]
     return "\n".join([f"user {account}", *lines]) + "\n"
 
@@ -186,7 +197,8 @@ def _header(root: str) -> str:
 #   zigbee2mqtt   reads and writes {ZIGBEE2MQTT_BASE}/# (the bridge's native topics), nothing else
 #   shelly-gen1   reads and writes {SHELLY_GEN1_BASE}/<id>/#
 #   shelly-gen2   reads and writes <id>/# (its MQTT prefix, which must be its id)
-#   gateway       reads the device topics of all of these, writes only .../feedback
+#   gateway       reads the device topics of all of these, writes only .../feedback and
+#                 the indicators' commands (.../set, .../rpc, .../play: docs/indicators.md)
 # There are no `pattern` lines: Mosquitto applies a pattern to every account whatever its
 # role. An account without a block may connect and do nothing, and whatever is not granted
 # here is refused (an MQTT 5 client sees "not authorized"; MQTT 3.1.1 has no way to say so,
