@@ -12,7 +12,7 @@ import json
 import threading
 import wave
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from edge.config import GatewayConfig, MqttSection
 from edge.downlink.feedback import Feedback
 from edge.downlink.indicator_config import IndicatorsSection
-from edge.downlink.indicators import Indicators, TimerThread
+from edge.downlink.indicators import Due, Indicators, TimerThread
 from edge.source.adapters import AdaptersSection
 from edge.source.mqtt import Ingest, Received
 from mashang.config import parse_toml
@@ -43,17 +43,6 @@ LIGHT_SET = "zigbee2mqtt/hall-light/set"
 
 
 # -- a clock and a scheduler the test moves ----------------------------------------------------
-
-
-@dataclass(order=True)
-class Due:
-    when: float
-    seq: int
-    action: Callable[[], None] = field(compare=False)
-    cancelled: bool = field(default=False, compare=False)
-
-    def cancel(self) -> None:
-        self.cancelled = True
 
 
 class ManualTime:

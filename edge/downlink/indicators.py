@@ -78,7 +78,9 @@ class Scheduler(Protocol):
 
 
 @dataclass(order=True)
-class _Due:
+class Due:
+    """One action waiting for its time (the timer thread's, or a test's own scheduler)."""
+
     when: float
     seq: int
     action: Callable[[], None] = field(compare=False)
@@ -93,14 +95,14 @@ class TimerThread:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._due: list[_Due] = []
+        self._due: list[Due] = []
         self._seq = itertools.count()
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
 
     def call_later(self, delay: float, action: Callable[[], None]) -> Timer:
-        due = _Due(self._clock() + max(0.0, delay), next(self._seq), action)
+        due = Due(self._clock() + max(0.0, delay), next(self._seq), action)
         with self._wake:
             heapq.heappush(self._due, due)
             if self._thread is None and not self._closed:
