@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
 
@@ -22,12 +24,42 @@ class CentralServer(Section):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     # How often the running central looks for a registry written by `mashang registry import`.
     registry_poll: Seconds = 1.0
-    # /metrics: a gateway not heard from for this long counts as silent (its command long-poll
-    # is renewed every central.poll_wait seconds, 25 by default, while it runs).
+    # A gateway not heard from for this long is silent: a gateway.silent alert, /metrics (its
+    # command long-poll is renewed every central.poll_wait seconds, 25 by default, while it runs).
     silent_after: Seconds = 120.0
     # When set, GET /metrics wants `Authorization: Bearer <metrics_token>` (Prometheus's
     # `authorization` scrape setting); unset, it is open like /healthz.
     metrics_token: SecretStr | None = None
+    # The community's clock: every time a person reads (console, robots, exports, reports).
+    time_zone: str = "Asia/Shanghai"
+    # Reverse proxies whose X-Forwarded-For is believed (addresses or networks). Empty: the
+    # client is the connection's peer, whatever a request claims.
+    trusted_proxies: list[IPv4Network | IPv6Network] = Field(default_factory=list)
+    # Signs the commands gateways fetch (PROTOCOL §6): 32 bytes in hex, the same for every
+    # central process on one database. Unset: one made on first start, kept in
+    # {data_dir}/command.key. `mashang central command-key` prints its public key.
+    command_signing_key: SecretStr | None = None
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, zone: str) -> str:
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{zone!r} is not a time zone this machine knows") from None
+        return zone
+
+    @field_validator("command_signing_key")
+    @classmethod
+    def _a_key(cls, key: SecretStr | None) -> SecretStr | None:
+        text = key.get_secret_value() if key is not None else "0" * 64
+        if len(text) != 64 or not all(c in "0123456789abcdefABCDEF" for c in text):
+            raise ValueError("expected 64 hex digits (32 bytes)")
+        return key
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.time_zone)
 
 
 class AlertsSection(Section):
@@ -35,14 +67,32 @@ class AlertsSection(Section):
     escalate_after: Seconds = 60.0
     # Escalations per alert, repeats of the whole ladder included; then the alert waits quietly.
     max_escalations: int = Field(default=5, ge=0, le=50)
+    # Acknowledged this long with nobody at the door (the resident's household code not
+    # scanned): the call escalates again as if unacknowledged. Only for a help call from a
+    # resident with a household code, the one thing an arrival can be proved by.
+    arrive_within: Seconds = 900.0
 
 
 class NotifySection(Section):
-    # Delivery attempts per webhook per notification, the first one included.
+    # Delivery attempts per webhook per notification, the first one included, for failures
+    # (network, 5xx, an answer that is not the vendor's). A robot's own "too fast" answer
+    # costs no attempt: the message waits out the vendor's window and keeps its place.
     attempts: int = Field(default=5, ge=1, le=20)
     backoff_min: Seconds = 1.0
     backoff_max: Seconds = 60.0
     timeout: Seconds = 10.0
+    # Posts to one WeCom or DingTalk robot in any 60 s (both vendors allow 20; DingTalk then
+    # silences the robot for 10 minutes): counted from the central's database.
+    robot_per_minute: int = Field(default=18, ge=1, le=20)
+    # Of those, the last ones only help calls may use: faults and reminders wait or are
+    # coalesced into one message instead.
+    robot_reserve: int = Field(default=5, ge=0, le=19)
+
+    @model_validator(mode="after")
+    def _reserve_leaves_room(self) -> NotifySection:
+        if self.robot_reserve >= self.robot_per_minute:
+            raise ValueError("robot_reserve must be less than robot_per_minute")
+        return self
 
 
 WebhookFormat = Literal["json", "wecom", "dingtalk"]
@@ -106,8 +156,15 @@ class ConsoleSection(Section):
     # Signs session cookies and CSRF tokens. Unset: a random one kept in {data_dir}/console.key.
     session_secret: SecretStr | None = None
     session_ttl: Seconds = 12 * 3600.0
-    # Failed logins allowed per account and per client address within login_window.
+    # Failed logins allowed within login_window: of one account from one client address
+    # (an IPv6 /64 counts as one), past which that client waits (429) for that account...
     login_attempts: int = Field(default=5, ge=1)
+    # ...from one client address over all accounts (an office or a mobile network's shared
+    # address may hold several butlers), past which that client waits for any account...
+    login_address_attempts: int = Field(default=20, ge=1)
+    # ...and of one account from all addresses, past which the account is under attack from
+    # many: each address then has two tries at it. No count ever refuses every address.
+    login_account_attempts: int = Field(default=20, ge=1)
     login_window: Seconds = 300.0
     # Mark cookies Secure: set it when the console is served over HTTPS (behind a proxy).
     secure_cookie: bool = False

@@ -2,9 +2,9 @@
 
 A registry of its own (never prometheus-client's global default), as the gateway's
 (`edge/ops/metrics.py`). What the central's SQLite file already holds (alerts and their
-steps, webhook attempts: delivered, retry, failed) is read when Prometheus scrapes, so it
-cannot drift and survives a restart; what passes through the handlers (events accepted, when
-each gateway was last heard from) is counted as it happens.
+steps, webhook attempts: delivered, retry, failed; when each gateway was last heard) is read
+when Prometheus scrapes, so it cannot drift and survives a restart; what passes through the
+handlers (events accepted) is counted as it happens.
 
 | metric | type | labels |
 |---|---|---|
@@ -15,13 +15,14 @@ each gateway was last heard from) is counted as it happens.
 | mashang_central_webhook_attempts_total | counter | target, format, url (no query), outcome |
 | mashang_central_gateway_last_heard_timestamp_seconds | gauge | gateway |
 | mashang_central_gateway_silent_seconds | gauge | gateway |
-| mashang_central_gateway_silent | gauge | gateway (1: silent past central.silent_after) |
+| mashang_central_gateway_silent | gauge | gateway (1: silent, as its gateway.silent alert says) |
 | mashang_central_gateways_silent | gauge | |
 
 A gateway is heard from whenever it makes an authentic request (ingest or the command
-long-poll, which it keeps open all the time). After a restart of the central, until a gateway
-is heard again, its last event's arrival stands in; a configured gateway never heard from is
-silent since the central started.
+long-poll, which it renews all the time); the `gateways` table keeps it across restarts
+(`receiver/gateways.py`). Whether a gateway is silent is `alerts/supervision.py`'s to say, for
+the `gateway.silent` alert, the console's fleet view and these gauges alike; silent seconds
+count from the central's start for a gateway never heard from.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from prometheus_client.exposition import choose_encoder
 
 from cloud_bridge.alerts.book import BY_CATEGORY
 from cloud_bridge.alerts.states import AlertState
-from cloud_bridge.httpkit import CONFIG_KEY, HEARD_KEY, json_error
+from cloud_bridge.alerts.supervision import Supervision
+from cloud_bridge.httpkit import CONFIG_KEY, json_error
 from cloud_bridge.receiver.store import Database
 
 # Press → acknowledge: a butler on the way within seconds to an hour.
@@ -48,14 +50,10 @@ KINDS = ("alert", "log")
 
 
 class CentralMetrics:
-    def __init__(self, db: Database, gateways: list[str], silent_after: float,
-                 heard: dict[str, float]) -> None:
+    def __init__(self, db: Database, supervision: Supervision) -> None:
         disable_created_metrics()  # the *_created series only double every counter's lines
         self.registry = CollectorRegistry(auto_describe=True)
-        self.started = time.time()
-        # gateway id → Unix time of its last authentic request (httpkit.authenticate keeps it).
-        self._heard = heard
-        self.gateways = list(gateways)
+        self.supervision = supervision
         self.accepted = Counter(
             "mashang_central_events_accepted", "Events stored (new ids) from each gateway",
             ["gateway", "kind"], registry=self.registry,
@@ -65,11 +63,11 @@ class CentralMetrics:
             "Events sent again that the central already held (answered duplicate)",
             ["gateway"], registry=self.registry,
         )
-        for gateway in self.gateways:  # known series appear at zero before the first event
+        for gateway in supervision.configured:  # known series appear at zero before the first event
             self.duplicates.labels(gateway)
             for kind in KINDS:
                 self.accepted.labels(gateway, kind)
-        self.registry.register(_StoreCollector(self, db, silent_after))
+        self.registry.register(_StoreCollector(self, db))
 
     # -- fed by the ingest handler ------------------------------------------------------------
 
@@ -81,19 +79,6 @@ class CentralMetrics:
         if duplicates:
             self.duplicates.labels(gateway_id).inc(len(duplicates))
 
-    def last_heard(self, db: Database) -> dict[str, float]:
-        """When each gateway was last heard from: since this start, else its last event."""
-        heard = dict(self._heard)  # a copy: the loop's thread adds to it meanwhile
-        missing = [gateway for gateway in self.gateways if gateway not in heard]
-        if missing:
-            marks = ", ".join("?" for _ in missing)
-            for gateway, arrived in db.rows(
-                f"SELECT gateway_id, MAX(arrived) FROM events WHERE gateway_id IN ({marks})"
-                " GROUP BY gateway_id", missing,
-            ):
-                heard[gateway] = arrived
-        return heard
-
     def exposition(self, accept: str | None) -> tuple[bytes, str]:
         encoder, content_type = choose_encoder(accept or "")
         return encoder(self.registry), content_type
@@ -102,10 +87,9 @@ class CentralMetrics:
 class _StoreCollector:
     """Read at scrape time from the central's SQLite file."""
 
-    def __init__(self, metrics: CentralMetrics, db: Database, silent_after: float) -> None:
+    def __init__(self, metrics: CentralMetrics, db: Database) -> None:
         self._metrics = metrics
         self._db = db
-        self._silent_after = silent_after
 
     def describe(self) -> list[Metric]:
         return []  # no pre-registration checks: these names are ours alone
@@ -160,8 +144,8 @@ class _StoreCollector:
 
     def _gateways(self) -> Iterator[Metric]:
         now = time.time()
-        heard = self._metrics.last_heard(self._db)
-        gateways = sorted({*self._metrics.gateways, *heard})
+        supervision = self._metrics.supervision
+        states = sorted(supervision.states(), key=lambda state: state.id)
         stamp = GaugeMetricFamily("mashang_central_gateway_last_heard_timestamp_seconds",
                                   "Unix time of the gateway's last authentic request",
                                   labels=["gateway"])
@@ -170,18 +154,17 @@ class _StoreCollector:
                                 "central started, for one never heard)", labels=["gateway"])
         silent = GaugeMetricFamily("mashang_central_gateway_silent",
                                    f"1 when the gateway has been silent for more than "
-                                   f"central.silent_after ({self._silent_after:.0f} s)",
+                                   f"central.silent_after ({supervision.silent_after:.0f} s)",
                                    labels=["gateway"])
         quiet = 0
-        for gateway in gateways:
-            last = heard.get(gateway)
+        for state in states:
+            last = state.last_heard
             if last is not None:
-                stamp.add_metric([gateway], last)
-            seconds = max(0.0, now - (last if last is not None else self._metrics.started))
-            age.add_metric([gateway], seconds)
-            is_silent = seconds > self._silent_after
-            quiet += is_silent
-            silent.add_metric([gateway], 1 if is_silent else 0)
+                stamp.add_metric([state.id], last)
+            seconds = max(0.0, now - (last if last is not None else supervision.started))
+            age.add_metric([state.id], seconds)
+            quiet += state.silent
+            silent.add_metric([state.id], 1 if state.silent else 0)
         yield from (stamp, age, silent)
         yield GaugeMetricFamily("mashang_central_gateways_silent",
                                 "Gateways silent for more than central.silent_after",
@@ -209,10 +192,9 @@ async def metrics_page(request: web.Request) -> web.Response:
     return response
 
 
-def add_metrics_route(app: web.Application, db: Database) -> CentralMetrics:
-    config = app[CONFIG_KEY]
-    metrics = CentralMetrics(db, list(config.gateways), config.central.silent_after,
-                             app[HEARD_KEY])
+def add_metrics_route(app: web.Application, db: Database,
+                      supervision: Supervision) -> CentralMetrics:
+    metrics = CentralMetrics(db, supervision)
     app[METRICS_KEY] = metrics
     app.router.add_get("/metrics", metrics_page)
     return metrics

@@ -43,6 +43,9 @@ class Butler(Contact):
     id: str
     # Group-chat robot or other webhook URLs that reach this butler (central side).
     webhooks: list[str] = Field(default_factory=list)
+    # The butler's WeCom user id (企业微信 userid), when known: a WeCom robot then @-mentions
+    # them in a markdown message (`<@userid>`); without it, by phone in a text message.
+    wecom_userid: str | None = Field(default=None, min_length=1, max_length=64)
 
 
 class Resident(Contact):
@@ -196,6 +199,9 @@ class Registry(Entry):
 
     def household(self, household_id: str) -> Household | None:
         return next((h for h in self.households if h.id == household_id), None)
+
+    def zone(self, zone_id: str) -> Zone | None:
+        return next((z for z in self.zones if z.id == zone_id), None)
 
     def butlers_of_building(self, building_id: str) -> list[Butler]:
         building = self.building(building_id)

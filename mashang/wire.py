@@ -12,22 +12,33 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+)
 
 from mashang.signing import Refusal
 
 __all__ = [
     "EVENT_NAMESPACE",
+    "FACTS_PARAM",
     "Command",
     "CommandPage",
     "CommandType",
     "ErrorBody",
+    "GatewayFacts",
     "IngestRequest",
     "IngestResult",
     "Kind",
+    "OutboxDepth",
     "Priority",
     "WireEvent",
     "event_id",
+    "facts_or_none",
 ]
 
 Kind = Literal["alert", "log"]
@@ -66,12 +77,58 @@ class WireEvent(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
+class OutboxDepth(BaseModel):
+    """Events waiting in the gateway's outbox, per class."""
+
+    alert: int = Field(ge=0)
+    log: int = Field(ge=0)
+
+
+class GatewayFacts(BaseModel):
+    """What a gateway says of itself (PROTOCOL §6): in an ingest body's `gateway`, and as the
+    compact JSON of a command poll's `gateway` query parameter. Every field may be missing."""
+
+    model_config = ConfigDict(extra="ignore")  # a newer gateway's additions are not a fault
+
+    version: str | None = Field(default=None, max_length=64)  # its software version
+    outbox: OutboxDepth | None = None
+    oldest_alert_waiting_s: float | None = Field(default=None, ge=0)  # None: no alert waits
+    uptime_s: float | None = Field(default=None, ge=0)
+
+
+# The command poll's query parameter that carries the facts.
+FACTS_PARAM = "gateway"
+
+
+def facts_or_none(raw: object) -> GatewayFacts | None:
+    """The facts, or None when they do not validate: they are diagnostics, never a reason to
+    refuse the events or the poll they travel with (a refused batch is dead-lettered)."""
+    try:
+        if isinstance(raw, str):
+            return GatewayFacts.model_validate_json(raw)
+        return None if raw is None else GatewayFacts.model_validate(raw)
+    except ValidationError:
+        return None
+
+
 class IngestRequest(BaseModel):
     """The body of `POST /v1/ingest`."""
 
     gateway_id: str
     sent_at: datetime
     events: list[WireEvent] = Field(max_length=10000)
+    gateway: GatewayFacts | None = None
+
+    @field_validator("gateway", mode="wrap")
+    @classmethod
+    def _facts_never_refuse(
+        cls, value: object, handler: ValidatorFunctionWrapHandler
+    ) -> GatewayFacts | None:
+        try:
+            facts: GatewayFacts | None = handler(value)
+        except ValidationError:
+            return None  # see facts_or_none
+        return facts
 
 
 # -- the central's answers (PROTOCOL §3, §4) ------------------------------------------------
@@ -102,6 +159,8 @@ class Command(BaseModel):
 
     id: str
     type: CommandType
+    # PROTOCOL §6: hex Ed25519 signature by the central over the canonical JSON without it.
+    sig: str | None = None
 
 
 class CommandPage(BaseModel):

@@ -99,6 +99,7 @@ def test_a_press_reaches_the_butler_and_the_button_hears_back(
 
         resolved_clicked_at = time.time()
         card.locator("button.resolve").click()
+        card.locator("button.reason-arrived").click()  # how it was handled: one tap
         expect(page.locator(".card")).to_have_count(0)  # off the open list
         resolved = feedback.wait("btn-0007", "resolved")
         assert (resolved.alert_id, resolved.by) == (received.alert_id, "王管家")

@@ -1,6 +1,8 @@
 """A resident's name, room and phone are for that resident's butlers: no page or API gives them
 without a session, a butler of another building cannot see or act on the alert, actions need
-the session's CSRF token, and guessing passwords is throttled per account and per address."""
+the session's CSRF token, and a login cannot be posted by another site's form. (Guessing
+passwords is slowed down per client: tests/test_login_throttle.py; sessions end with their
+streams: tests/test_session_end.py.)"""
 
 from __future__ import annotations
 
@@ -144,23 +146,7 @@ def test_an_action_without_the_csrf_token_is_refused(central: Central, alert: di
     assert butler.get("/v1/console/alerts").status == 401
 
 
-def test_logins_are_throttled_per_account_and_per_address(central: Central) -> None:
-    # Five wrong passwords for one account, each from a different address...
-    for n in range(5):
-        client = ConsoleClient(central, source=f"127.0.0.{10 + n}")
-        assert client.login("b-wang", "wrong password").status == 401
-    # ...and the account is locked for a while, even with the right password.
-    locked = ConsoleClient(central, source="127.0.0.20").login("b-wang", PASSWORD)
-    assert locked.status == 429 and int(locked.headers["Retry-After"]) > 0
-    assert ConsoleClient(central, source="127.0.0.20").login("b-zhao").status == 200
-
-    # Five failures from one address, each at a different account, lock that address.
-    guesser = "127.0.0.30"
-    for account in ("a1", "a2", "a3", "a4", "a5"):
-        assert ConsoleClient(central, source=guesser).login(account, "guess").status == 401
-    assert ConsoleClient(central, source=guesser).login("duty").status == 429
-    assert ConsoleClient(central, source="127.0.0.31").login("duty").status == 200
-
+def test_a_login_is_json_only(central: Central) -> None:
     # Only JSON: a cross-site HTML form cannot post a login.
     answer = request(
         f"{central.url}/v1/console/login",

@@ -170,3 +170,69 @@ def test_every_bad_code_is_rejected_with_its_reason(broker, central, codes, scan
     assert scan_gateway.running()
     # Still judging good codes after all of that.
     assert scan_and_hear(broker, "gate-north", codes.url("stall", "ST-001"))["result"] == "accepted"
+
+
+def scan_and_hear_all(broker, scanner_id: str, texts: list[str], purpose: str) -> list[dict]:
+    """Scan each text in turn with one real scanner, then a last good code; every beep heard
+    until the last one's, in order: a scan beeped twice would show here."""
+    heard: queue.Queue = queue.Queue()
+    scanner = SimulatedScanner(scanner_id, port=broker.port,
+                               on_feedback=lambda device, feedback: heard.put(feedback))
+    scanner.start()
+    try:
+        for text in texts:
+            scanner.scan(text, purpose)
+        last = scanner.scan(texts[-1], purpose)
+        beeps = []
+        while not beeps or beeps[-1].get("seq") != last["seq"]:
+            beeps.append(heard.get(timeout=10))
+        return beeps[:-1]
+    finally:
+        scanner.stop()
+
+
+def test_a_bad_placard_at_a_checkin_is_a_violation_beside_its_rejection(
+    broker, central, codes, scan_gateway
+):
+    yesterday = TODAY - datetime.timedelta(days=1)
+    cases = [  # (the code's reason, the violation's, the placard)
+        ("revoked", "revoked", codes.url("stall", "ST-004", generation=2)),
+        ("denied", "denied", codes.url("stall", "ST-005")),
+        ("expired", "expired", codes.url("stall", "ST-001", expires=yesterday)),
+        ("bad_signature", "forged", flipped(codes.url("stall", "ST-001"))),
+        ("bad_signature", "forged", codes.url("stall", "ST-001", key=codes.other_key)),
+        ("unknown_key", "forged", codes.url("stall", "ST-001", key_id=9, key=codes.other_key)),
+    ]
+    beeps = scan_and_hear_all(broker, "gate-north", [text for *_, text in cases], "checkin")
+    # One beep a scan, the code's own reason, nothing said of the stall: as before.
+    assert [(b["result"], b["reason"], b["subject"]) for b in beeps] == [
+        ("rejected", reason, {}) for reason, _, _ in cases
+    ]
+    for reason, violation_reason, text in cases:
+        assert event_for(central, "scan.rejected", "gate-north", text)["data"]["reason"] == reason
+        violation = event_for(central, "stall.violation", "gate-north", text)
+        assert violation["kind"] == "alert"
+        data = violation["data"]
+        assert (data["reason"], data["result"]) == (violation_reason, "rejected"), text
+        subject = data["subject"]
+        assert subject["route"] == "inspection" and subject["scanner_zone"] == "night-market"
+        assert subject["verified"] is (violation_reason != "forged")
+    forged = event_for(central, "stall.violation", "gate-north", cases[-1][2])["data"]["subject"]
+    assert (forged["id"], forged["name"], forged["number"]) == ("ST-001", "老王烤串", "017")
+
+
+def test_a_bad_placard_elsewhere_is_only_rejected(broker, central, codes, scan_gateway):
+    revoked = codes.url("stall", "ST-004", generation=2)
+    household = codes.url("household", "HH-0301", expires=TODAY - datetime.timedelta(days=1))
+    # At a checkout, on a visit, or a household's code: a refusal, no violation.
+    for scanner, text, purpose in (("gate-north", revoked, "checkout"),
+                                   ("butler-phone", revoked, "visit"),
+                                   ("gate-north", household, "checkin")):
+        assert scan_and_hear(broker, scanner, text, purpose)["result"] == "rejected"
+        event_for(central, "scan.rejected", scanner, text)
+    # The central has every event by now (one gateway, in order): none is a violation.
+    last = codes.url("stall", "ST-002")
+    scan_and_hear(broker, "gate-north", last, "checkin")
+    event_for(central, "stall.violation", "gate-north", last)
+    codes_of_violations = {e["data"].get("code") for e in central.events("stall.violation")}
+    assert codes_of_violations == {last}

@@ -1,6 +1,8 @@
-"""Webhooks as the robots expect them: WeCom's markdown message, DingTalk's markdown message
-posted to a URL signed with its timestamp, generic JSON; retried with backoff; every attempt
-recorded with its status."""
+"""Webhooks as the robots expect them, through a running central: WeCom's text message that
+@-mentions the butler by phone, DingTalk's markdown message with `at.atMobiles`, posted to a
+URL signed with its timestamp, generic JSON; retried with backoff; every attempt recorded with
+its status. (Pacing, throttling, coalescing and the vendors' errcodes, by a virtual clock:
+test_robot_delivery.py.)"""
 
 from __future__ import annotations
 
@@ -40,8 +42,8 @@ def receiver() -> Iterator[WebhookReceiver]:
             # mashang.answers.classify: a status the contract does not name (404) is transient.
             "/gone": [(404, {"error": "no such hook"})] * 4,
             "/refused": [(400, {"error": "bad request"})],
-            # WeCom's rate limit is an HTTP 200 with a non-zero errcode.
-            "/zhao-robot": [(200, {"errcode": 45009, "errmsg": "api freq out of limit"})],
+            # WeCom answers "system busy" (errcode -1) with HTTP 200: transient.
+            "/zhao-robot": [(200, {"errcode": -1, "errmsg": "system busy"})],
         }
     )
     yield receiver
@@ -82,17 +84,21 @@ def test_wecom_and_dingtalk_robots_get_their_own_formats(
     [wecom] = wait_for(lambda: receiver.at("/cgi-bin/webhook/send"), what="the WeCom robot")
     [ding] = wait_for(lambda: receiver.at("/robot/send"), what="the DingTalk robot")
 
+    # 王管家 has a phone and no WeCom user id: a text message that mentions that phone.
     assert wecom.query == {"key": "wecom-key"}
-    assert set(wecom.body) == {"msgtype", "markdown"} and wecom.body["msgtype"] == "markdown"
-    assert set(wecom.body["markdown"]) == {"content"}
-    content = wecom.body["markdown"]["content"]
+    assert set(wecom.body) == {"msgtype", "text"} and wecom.body["msgtype"] == "text"
+    assert set(wecom.body["text"]) == {"content", "mentioned_mobile_list"}
+    assert wecom.body["text"]["mentioned_mobile_list"] == ["13800000001"]
+    content = wecom.body["text"]["content"]
     for fact in ("张秀英", "3号楼", "1201", "13900000007", "危急", "长按"):
         assert fact in content
 
-    assert set(ding.body) == {"msgtype", "markdown"} and ding.body["msgtype"] == "markdown"
+    assert set(ding.body) == {"msgtype", "markdown", "at"} and ding.body["msgtype"] == "markdown"
     assert set(ding.body["markdown"]) == {"title", "text"}
+    assert ding.body["at"] == {"atMobiles": ["13800000001"], "isAtAll": False}
     assert "张秀英" in ding.body["markdown"]["title"]
     assert "13900000007" in ding.body["markdown"]["text"]
+    assert "@13800000001" in ding.body["markdown"]["text"]
     # DingTalk's 加签: timestamp in ms, sign = urlencode(base64(HMAC-SHA256(secret, ts\nsecret))).
     assert set(ding.query) == {"access_token", "timestamp", "sign"}
     assert ding.query["access_token"] == "ding-token"
@@ -161,7 +167,7 @@ def test_failed_deliveries_are_retried_with_backoff_and_recorded(
     assert len(receiver.at("/refused")) == 1
 
 
-def test_a_butlers_own_robot_from_the_registry_is_retried_past_its_rate_limit(
+def test_a_butlers_own_robot_from_the_registry_is_retried_past_a_busy_answer(
     central: Central, receiver: WebhookReceiver
 ) -> None:
     ingest(central, [press("btn-0501", "g-5")])
@@ -171,6 +177,7 @@ def test_a_butlers_own_robot_from_the_registry_is_retried_past_its_rate_limit(
         ("wecom", 1, "retry"),
         ("wecom", 2, "delivered"),
     ]
-    assert "45009" in attempts[0]["error"]
-    assert all(item.body["msgtype"] == "markdown" for item in receiver.at("/zhao-robot"))
-    assert "陈建国" in receiver.at("/zhao-robot")[-1].body["markdown"]["content"]
+    assert "errcode -1" in attempts[0]["error"] and 0 < attempts[0]["retry_in"] <= 0.4
+    assert all(item.body["msgtype"] == "text" for item in receiver.at("/zhao-robot"))
+    last = receiver.at("/zhao-robot")[-1].body["text"]
+    assert "陈建国" in last["content"] and last["mentioned_mobile_list"] == ["13800000003"]

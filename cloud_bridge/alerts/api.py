@@ -1,5 +1,6 @@
-"""The operators' view of alerts (admin token): every alert with the time of each step and the
-latency from the press reaching the gateway, and one alert's steps and webhook deliveries."""
+"""The operators' view of alerts (admin token): every alert, newest raised first, with its kind,
+the time of each step, the latency from the press reaching the gateway and why a person resolved
+it (`resolve_reason`, `resolve_note`), and one alert's steps and webhook deliveries."""
 
 from __future__ import annotations
 

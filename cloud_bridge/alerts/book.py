@@ -1,8 +1,11 @@
-"""Alert lifecycle, GoAlert-like: raised → notified → acknowledged → resolved.
+"""Alert lifecycle, GoAlert-like: raised → notified → acknowledged → resolved, and for a help
+call arrived (the butler's scan of the household's door code) between the last two.
 
-One open alert per button and category: a press for a button whose help alert is open adds to
-its press count (and can raise its priority) instead of paging anyone again. Every step is a
-row of `alert_steps` (alert, step, who, when, detail).
+One open alert per gateway, button and category (an alert belongs to the gateway that raised
+it: no other gateway's device event joins, moves or closes it; a signed household code names a
+door, not a device, so its scan counts through any gateway): a press for a button whose help alert
+is open adds to its press count (and can raise its priority) instead of paging anyone again.
+Every step is a row of `alert_steps` (alert, step, who, when, detail).
 
 The book reads the event log in order and keeps its cursor in the same transaction as the
 alert changes, so an event stored just before a crash still raises its alert on restart, and
@@ -25,14 +28,21 @@ from cloud_bridge.alerts.states import OPEN_STATES, UNACKNOWLEDGED, AlertState, 
 from cloud_bridge.commands.queue import enqueue, feedback_command
 from cloud_bridge.config import AlertsSection
 from cloud_bridge.receiver.store import Database
+from cloud_bridge.visits.facts import REMINDER_SOURCE, reminder_subject, visited_household
 
 log = logging.getLogger(__name__)
 
 PRIORITIES = ("low", "normal", "high", "critical")
 
 # Who is paged for an alert (see routing.ladder): "butlers" is the building's escalation ladder,
-# "building" its primary butler alone, quietly; "inspection" the street office.
-Route = Literal["butlers", "building", "inspection"]
+# "building" its primary butler alone, quietly; "inspection" the street office; "gateway" the
+# duty contact, then the butlers of the buildings behind the gateway.
+Route = Literal["butlers", "building", "inspection", "gateway"]
+# What a person makes of an alert, each kind its own section of the console: a call for help,
+# a device or gateway fault, a visit reminder, a stall matter (the duty room's alone).
+Kind = Literal["call", "fault", "visit", "stall"]
+# Why a person resolved an alert (the console's one tap); "other" is said in the note.
+Reason = Literal["arrived", "mistaken", "phoned", "other"]
 
 
 @dataclass(frozen=True)
@@ -41,9 +51,16 @@ class Policy:
     route: Route
     escalates: bool
     feedback: bool  # the button's LED follows this alert (acknowledged, resolved)
+    kind: Kind
+    # One open alert per gateway and category, whatever the device (a gateway gone silent);
+    # otherwise one per gateway, device and category, and none for a device-less event.
+    per_gateway: bool = False
+    # Someone is to come to the door: once acknowledged, the resident's household code is to
+    # be scanned there within `alerts.arrive_within`, or the alert escalates again.
+    arrival: bool = False
 
 
-HELP = Policy("help", "butlers", escalates=True, feedback=True)
+HELP = Policy("help", "butlers", escalates=True, feedback=True, kind="call", arrival=True)
 
 # Which events raise or join alerts. Events of any other type are only kept in the log.
 POLICIES: dict[str, Policy] = {
@@ -51,27 +68,44 @@ POLICIES: dict[str, Policy] = {
     "button.repeat": HELP,
     # A registered button's press counter jumped: a press may have been lost, so someone
     # calls the resident, and it climbs the ladder until someone does.
-    "button.gap": Policy("gap", "butlers", escalates=True, feedback=False),
-    "button.offline": Policy("offline", "building", escalates=False, feedback=False),
-    "button.battery_low": Policy("battery", "building", escalates=False, feedback=False),
+    "button.gap": Policy("gap", "butlers", escalates=True, feedback=False, kind="call"),
+    "button.offline": Policy("offline", "building", escalates=False, feedback=False, kind="fault"),
+    "button.battery_low": Policy(
+        "battery", "building", escalates=False, feedback=False, kind="fault"
+    ),
     # The stall rules (issue 4) live at the gateway; a violation they find goes to the street
     # office's inspection contact, never to the butlers, and does not escalate.
-    "stall.violation": Policy("stall", "inspection", escalates=False, feedback=False),
+    "stall.violation": Policy("stall", "inspection", escalates=False, feedback=False, kind="stall"),
     # Raised by the central itself (cloud_bridge/visits/watch.py): a quiet reminder to the butler.
-    "visit.overdue": Policy("visit", "building", escalates=False, feedback=False),
+    "visit.overdue": Policy("visit", "building", escalates=False, feedback=False, kind="visit"),
     # The gateway itself is in trouble (a damaged outbox set aside, a Zigbee2MQTT setting that
     # hides presses): no building is behind it, so the ladder is the duty contact.
-    "gateway.outbox_replaced": Policy("gateway", "building", escalates=False, feedback=False),
-    "gateway.misconfigured": Policy("gateway", "building", escalates=False, feedback=False),
+    "gateway.outbox_replaced": Policy(
+        "gateway", "building", escalates=False, feedback=False, kind="fault"
+    ),
+    "gateway.misconfigured": Policy(
+        "gateway", "building", escalates=False, feedback=False, kind="fault"
+    ),
 }
-BY_CATEGORY = {policy.category: policy for policy in POLICIES.values()}
-# Events that close the open alert of a category for the same device.
+# Raised by the central itself, never from an event (cloud_bridge/alerts/supervision.py): a
+# gateway not heard for `central.silent_after` seconds, so every button behind it is mute.
+SILENT = Policy("silent", "gateway", escalates=True, feedback=False, kind="fault",
+                per_gateway=True)
+BY_CATEGORY = {policy.category: policy for policy in (*POLICIES.values(), SILENT)}
+# Events that close the open alert of a category for the same gateway and device.
 CLOSERS = {"button.online": "offline"}
 # A gateway's duty room handled an alert on the LAN page while the central was away (a log
 # event: data.alert_id is the id of the alert's event; data.gateway_alert_id, when the alert
 # was a press, the gateway's id for the emergency). A step in the alert's history, no more.
 HANDLED_LOCALLY = "alert.handled_locally"
-HANDLED = (*POLICIES, *CLOSERS, HANDLED_LOCALLY)
+# A household's code accepted at a gateway (edge/transform/scans.py): the butler is at that
+# door, so the household's acknowledged help call has someone there (`_checked_in`).
+CHECKIN = "visit.checkin"
+# It also closes the household's overdue-visit reminder (`_visited`), with a step saying who
+# visited. The reminder is the central's own (REMINDER_SOURCE, the household as its device),
+# not a gateway's: the butler stood at that door whichever gateway the scanner reached the
+# central through, so a check-in through any gateway of the community closes it.
+HANDLED = (*POLICIES, *CLOSERS, HANDLED_LOCALLY, CHECKIN)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -97,7 +131,7 @@ CREATE TABLE IF NOT EXISTS alerts (
     resolved_by TEXT,
     next_escalation_at REAL,
     -- Set while the alert is open, NULL once resolved: the database itself keeps one open
-    -- alert per device and category.
+    -- alert per category and subject (`open_key`).
     open_key TEXT UNIQUE
 );
 CREATE INDEX IF NOT EXISTS alerts_by_building ON alerts (building, raised_at);
@@ -116,7 +150,32 @@ CREATE TABLE IF NOT EXISTS alert_feed (
 );
 """
 
+# Step 2: why a person resolved an alert; history pages newest raised first.
+RESOLUTIONS = """
+ALTER TABLE alerts ADD COLUMN resolve_reason TEXT;
+ALTER TABLE alerts ADD COLUMN resolve_note TEXT;
+CREATE INDEX IF NOT EXISTS alerts_by_raise ON alerts (raised_at, id);
+"""
+
+# Step 3: an alert belongs to its gateway: the open key names the gateway beside the device, so
+# an event of another gateway for the same device never joins, moves or closes it; a gateway's
+# latest alert of a category is found by the index.
+OPEN_KEY_BY_GATEWAY = """
+UPDATE alerts SET open_key = category || ':' || gateway_id || ':' || COALESCE(device_id, id)
+WHERE open_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS alerts_by_gateway ON alerts (gateway_id, category, raised_at);
+"""
+
+# Step 4: when, and by whom, the butler was at the door (the `arrived` step is the record;
+# these let a list show it without reading every alert's steps).
+ARRIVALS = """
+ALTER TABLE alerts ADD COLUMN on_site_at REAL;
+ALTER TABLE alerts ADD COLUMN on_site_by TEXT;
+"""
+
 FEED_CHUNK = 500
+# Who the central's own steps are by (a silent gateway's alert raised and closed).
+SYSTEM = "system"
 
 
 class LifecycleError(Exception):
@@ -146,27 +205,50 @@ class Alert:
     resolved_at: float | None = None
     resolved_by: str | None = None
     next_escalation_at: float | None = None
+    resolve_reason: Reason | None = None  # None: closed by an event (the button came back)
+    resolve_note: str | None = None
+    on_site_at: float | None = None  # the butler's arrival at the door (not `arrived_at`)
+    on_site_by: str | None = None
 
     @property
     def policy(self) -> Policy:
         return BY_CATEGORY[self.category]
 
     @property
+    def kind(self) -> Kind:
+        return self.policy.kind
+
+    @property
     def is_open(self) -> bool:
         return self.state in OPEN_STATES
 
     @property
+    def buildings(self) -> frozenset[str]:
+        """The buildings the alert is about: its own, or those behind a silent gateway."""
+        if self.building is not None:
+            return frozenset({self.building})
+        named = self.data.get("buildings")
+        if not isinstance(named, list):
+            return frozenset()
+        return frozenset(b["id"] for b in named if isinstance(b, dict) and "id" in b)
+
+    @property
+    def household(self) -> str | None:
+        """The household whose code proves an arrival, for an alert someone is to come to."""
+        resident = self.data.get("resident")
+        household = resident.get("household") if isinstance(resident, dict) else None
+        return household if self.policy.arrival and isinstance(household, str) else None
+
+    @property
     def escalating(self) -> bool:
-        """Nobody has acknowledged the alert, and it has an escalation to come."""
-        return self.state in UNACKNOWLEDGED and self.next_escalation_at is not None
+        """An escalation is to come: nobody has acknowledged the alert, or nobody has arrived
+        since (`next_escalation_at` is set only while one of those is awaited)."""
+        awaited = self.state in UNACKNOWLEDGED or self.state == AlertState.ACKNOWLEDGED
+        return awaited and self.next_escalation_at is not None
 
     def escalation_due(self, now: float) -> bool:
         """An escalation is to come, and its time (`next_escalation_at`) is `now` or past."""
-        return (
-            self.state in UNACKNOWLEDGED
-            and self.next_escalation_at is not None
-            and now >= self.next_escalation_at
-        )
+        return self.escalating and now >= (self.next_escalation_at or 0.0)
 
     def latencies(self) -> dict[str, float | None]:
         """Seconds from the press reaching the gateway to each later step."""
@@ -179,11 +261,12 @@ class Alert:
             "notified": since_raise(self.notified_at),
             "console": since_raise(self.pushed_at),
             "acknowledged": since_raise(self.acknowledged_at),
+            "on_site": since_raise(self.on_site_at),
             "resolved": since_raise(self.resolved_at),
         }
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "latency": self.latencies()}
+        return {**asdict(self), "kind": self.kind, "latency": self.latencies()}
 
 
 COLUMNS = [field.name for field in fields(Alert)]
@@ -197,6 +280,29 @@ def from_row(row: tuple) -> Alert:
     return Alert(**values)
 
 
+def categories_of(kinds: frozenset[str]) -> frozenset[str]:
+    return frozenset(policy.category for policy in BY_CATEGORY.values() if policy.kind in kinds)
+
+
+@dataclass(frozen=True)
+class Search:
+    """What a person looks for in the alerts (the console's history); None: no condition."""
+
+    categories: frozenset[str] | None = None
+    building: str | None = None
+    text: str | None = None  # in the resident's name or room, or the device id; ASCII any case
+    raised_from: float | None = None  # raised in [raised_from, raised_until)
+    raised_until: float | None = None
+
+
+# Where `Search.text` looks: one string, the fields apart by a separator nobody types.
+HAYSTACK = (
+    "lower(COALESCE(json_extract(data, '$.resident.name'), '') || char(31)"
+    " || COALESCE(json_extract(data, '$.resident.room'), json_extract(data, '$.room'), '')"
+    " || char(31) || COALESCE(device_id, ''))"
+)
+
+
 @dataclass(frozen=True)
 class Change:
     """What a book operation did, for the engine to act on (publish, page, wake gateways)."""
@@ -204,6 +310,12 @@ class Change:
     alert: Alert
     step: Step
     feedback_to: str | None = None  # a gateway for which a feedback command was queued
+
+
+def arrived_words(name: str | None) -> str:
+    """What the button hears of an arrival: `acknowledged` again, `by` saying who is there
+    (a display shows it; the LED and the indicators stay as acknowledged)."""
+    return f"{name} · 已到达" if name else "管家已到"
 
 
 def rank(priority: str) -> int:
@@ -253,7 +365,28 @@ def save(db: sqlite3.Connection, alert: Alert) -> None:
 
 
 def open_key(alert: Alert) -> str:
-    return f"{alert.category}:{alert.device_id or alert.id}"
+    """The alert's place among the open ones (as OPEN_KEY_BY_GATEWAY writes it)."""
+    if alert.policy.per_gateway:
+        subject = ""
+    else:
+        subject = subject_of(alert.category, alert.device_id, alert.data) or alert.id
+    return key(alert.category, alert.gateway_id, subject)
+
+
+def subject_of(category: str, device_id: str | None, data: dict[str, Any]) -> str | None:
+    """What one open alert of a category is about: the device, and for a stall violation the
+    stall too, so that a second stall caught at the same scanner is its own alert (and its
+    own message to the street office), not a join."""
+    if device_id is None or category != "stall":
+        return device_id
+    stall = data.get("subject")
+    stall_id = stall.get("id") if isinstance(stall, dict) else None
+    return f"{device_id}/{stall_id}" if isinstance(stall_id, str) else device_id
+
+
+def key(category: str, gateway_id: str, subject: str) -> str:
+    # Gateway ids are [A-Za-z0-9._-] (edge/config.py): the first two colons split it exactly.
+    return f"{category}:{gateway_id}:{subject}"
 
 
 @dataclass(frozen=True)
@@ -283,7 +416,7 @@ class AlertBook:
         self._db = db
         self._settings = settings
         self.clock = clock
-        db.schema(SCHEMA)
+        db.migrate("alerts", [SCHEMA, RESOLUTIONS, OPEN_KEY_BY_GATEWAY, ARRIVALS])
 
     def _step(
         self,
@@ -330,21 +463,31 @@ class AlertBook:
         event_type = event.body["type"]
         if event_type == HANDLED_LOCALLY:
             return self._handled_locally(db, event)
+        if event_type == CHECKIN:
+            return self._checked_in(db, event) + self._visited(db, event)
         if event_type in CLOSERS:
-            alert = self._open(db, CLOSERS[event_type], event.body.get("device_id"))
+            alert = self._open(db, CLOSERS[event_type], event.gateway_id,
+                               event.body.get("device_id"))
             if alert is None:
                 return []
             return [self._resolve(db, alert, f"gateway:{event.gateway_id}", None, event_type)]
         policy = POLICIES[event_type]
-        alert = self._open(db, policy.category, event.body.get("device_id"))
+        alert = self._open(db, policy.category, event.gateway_id,
+                           subject_of(policy.category, event.body.get("device_id"), event.data))
         if alert is None:
             return [self._raise(db, event, policy)]
         return self._join(db, alert, event)
 
-    def _open(self, db: sqlite3.Connection, category: str, device_id: str | None) -> Alert | None:
-        if device_id is None:
+    def _open(
+        self, db: sqlite3.Connection, category: str, gateway_id: str, subject: str | None
+    ) -> Alert | None:
+        """The gateway's open alert of a category for a device (subject "" for one per
+        gateway); None for no subject, as a device-less event never joins one."""
+        if subject is None:
             return None
-        row = db.execute(f"{SELECT} WHERE open_key = ?", (f"{category}:{device_id}",)).fetchone()
+        row = db.execute(
+            f"{SELECT} WHERE open_key = ?", (key(category, gateway_id, subject),)
+        ).fetchone()
         return from_row(row) if row else None
 
     def _raise(self, db: sqlite3.Connection, event: StoredEvent, policy: Policy) -> Change:
@@ -396,7 +539,10 @@ class AlertBook:
                 feedback_to = self._feedback(
                     db, alert, AlertState.ACKNOWLEDGED, alert.acknowledged_by
                 )
-        alert.gateway_id = event.gateway_id
+            elif alert.state == AlertState.ARRIVED and alert.policy.feedback and alert.device_id:
+                feedback_to = self._feedback(
+                    db, alert, AlertState.ACKNOWLEDGED, arrived_words(alert.on_site_by)
+                )
         save(db, alert)
         self._step(
             db,
@@ -430,16 +576,60 @@ class AlertBook:
         self._step(db, alert.id, Step.HANDLED_LOCALLY, f"gateway:{event.gateway_id}", detail)
         return [Change(alert, Step.HANDLED_LOCALLY)]
 
+    def _checked_in(self, db: sqlite3.Connection, event: StoredEvent) -> list[Change]:
+        """A household's code accepted by a scanner: the acknowledged help calls of that
+        household have their butler at the door. Whichever gateway the scanner reached us
+        through (the signed code, verified there, names the door; the gateway does not), as
+        for the overdue visit it closes. Another household's code, or a call not acknowledged
+        yet, gets nothing (the scan stays a visit in the log)."""
+        household = visited_household(event.data)
+        if household is None:
+            return []
+        categories = sorted(p.category for p in BY_CATEGORY.values() if p.arrival)
+        at = moment(event.body.get("received_at"), event.arrived)
+        # A scan from before the press (a visit held back by an outage) proves nothing.
+        rows = db.execute(
+            f"{SELECT} WHERE state = ? AND open_key IS NOT NULL"
+            f" AND category IN ({', '.join('?' for _ in categories)})"
+            " AND json_extract(data, '$.resident.household') = ? AND raised_at <= ?",
+            (AlertState.ACKNOWLEDGED, *categories, household, at),
+        ).fetchall()
+        scanner = event.body.get("device_id")
+        changes = []
+        for alert in map(from_row, rows):
+            detail = {"via": "scanner", "scanner": scanner, "gateway": event.gateway_id,
+                      "name": alert.acknowledged_by, "household": household,
+                      "event": event.body.get("id")}
+            changes.append(self._arrived(db, alert, at, f"scanner:{scanner}",
+                                         alert.acknowledged_by, detail))
+        return changes
+
+    def _visited(self, db: sqlite3.Connection, event: StoredEvent) -> list[Change]:
+        household = visited_household(event.data)
+        category = POLICIES["visit.overdue"].category
+        alert = household and self._open(db, category, REMINDER_SOURCE, reminder_subject(household))
+        if not alert:
+            return []
+        scanner = event.body.get("device_id")
+        who = f"gateway:{event.gateway_id}"
+        detail = {"note": "探访已登记", "event": event.body.get("id"), "scanner": scanner,
+                  "gateway": event.gateway_id, "visited_at": event.body.get("occurred_at")}
+        self._step(db, alert.id, Step.NOTE, who, detail)
+        name = scanner if isinstance(scanner, str) else None
+        return [self._resolve(db, alert, who, name, CHECKIN, reason="arrived")]
+
     def _by_event(
         self, db: sqlite3.Connection, gateway_id: str, event_id: Any, gateway_alert_id: Any
     ) -> Alert | None:
-        """The alert that a gateway's event raised or joined (its steps name the event), or
-        else the one that holds the gateway's id for the emergency."""
+        """The gateway's alert that its event raised or joined (its steps name the event), or
+        else the one that holds the gateway's id for the emergency. Never another gateway's."""
         if isinstance(event_id, str) and event_id:
             row = db.execute(
                 "SELECT alert FROM alert_steps WHERE step IN (?, ?)"
-                " AND json_extract(detail, '$.event') = ? ORDER BY seq DESC LIMIT 1",
-                (Step.RAISED, Step.PRESSED, event_id),
+                " AND json_extract(detail, '$.event') = ?"
+                " AND alert IN (SELECT id FROM alerts WHERE gateway_id = ?)"
+                " ORDER BY seq DESC LIMIT 1",
+                (Step.RAISED, Step.PRESSED, event_id, gateway_id),
             ).fetchone()
             if row is not None:
                 return self._get(db, row[0])
@@ -453,20 +643,67 @@ class AlertBook:
                 return from_row(row)
         return None
 
+    # -- the central's own alerts about a gateway (cloud_bridge/alerts/supervision.py) -------
+
+    def raise_for_gateway(
+        self, policy: Policy, event_type: str, priority: str, gateway_id: str,
+        data: dict[str, Any],
+    ) -> Change | None:
+        """Raise a per-gateway alert the central itself decided on; None when the gateway
+        already has one of the policy's category open."""
+        with self._db.transaction() as db:
+            if self._open(db, policy.category, gateway_id, "") is not None:
+                return None
+            now = self.clock()
+            alert = Alert(
+                id=uuid.uuid4().hex, gateway_id=gateway_id, device_id=None, type=event_type,
+                category=policy.category, priority=priority, state=AlertState.RAISED,
+                building=None, presses=0, escalations=0, gateway_alert_id=None, data=data,
+                raised_at=now, arrived_at=now,
+                next_escalation_at=now + self._settings.escalate_after if policy.escalates
+                else None,
+            )
+            save(db, alert)
+            self._step(db, alert.id, Step.RAISED, SYSTEM, {"type": event_type,
+                                                          "priority": alert.priority})
+        return Change(alert, Step.RAISED)
+
+    def close_for_gateway(self, alert_id: str, note: str, detail: dict[str, Any]) -> Change | None:
+        """Resolve such an alert by the system, a note saying why; None when already closed."""
+        with self._db.transaction() as db:
+            alert = self._get(db, alert_id)
+            if alert is None or alert.state == AlertState.RESOLVED:
+                return None
+            self._step(db, alert.id, Step.NOTE, SYSTEM, {"note": note, **detail})
+            return self._resolve(db, alert, SYSTEM, None, None, note=note)
+
+    def latest_for_gateways(self, policy: Policy, gateway_ids: list[str]) -> dict[str, Alert]:
+        """gateway id → its latest alert of the policy's category, open or resolved."""
+        latest = {}
+        for gateway_id in gateway_ids:
+            rows = self._db.rows(
+                f"{SELECT} WHERE gateway_id = ? AND category = ?"
+                " ORDER BY raised_at DESC LIMIT 1", (gateway_id, policy.category),
+            )
+            latest.update((gateway_id, from_row(row)) for row in rows)
+        return latest
+
     # -- people act --------------------------------------------------------------------------
 
     def acknowledge(self, alert_id: str, who: str, name: str) -> Change | None:
         """None when nothing changed (already acknowledged); LifecycleError when resolved."""
         with self._db.transaction() as db:
             alert = self._get(db, alert_id)
-            if alert is None or alert.state == AlertState.ACKNOWLEDGED:
+            if alert is None or alert.state in (AlertState.ACKNOWLEDGED, AlertState.ARRIVED):
                 return None
             if alert.state == AlertState.RESOLVED:
                 raise LifecycleError("the alert is already resolved")
             alert.state = AlertState.ACKNOWLEDGED
             alert.acknowledged_at = self.clock()
             alert.acknowledged_by = name
-            alert.next_escalation_at = None
+            alert.next_escalation_at = (
+                alert.acknowledged_at + self._settings.arrive_within if alert.household else None
+            )
             save(db, alert)
             self._step(db, alert.id, Step.ACKNOWLEDGED, who, {"name": name})
             feedback_to = None
@@ -474,13 +711,43 @@ class AlertBook:
                 feedback_to = self._feedback(db, alert, AlertState.ACKNOWLEDGED, name)
         return Change(alert, Step.ACKNOWLEDGED, feedback_to)
 
-    def resolve(self, alert_id: str, who: str, name: str) -> Change | None:
+    def arrive(self, alert_id: str, who: str, name: str, household: str) -> Change | None:
+        """The butler scanned `household`'s code at the door in the console. None when already
+        arrived; LifecycleError when the alert is not acknowledged, or not that household's."""
+        with self._db.transaction() as db:
+            alert = self._get(db, alert_id)
+            if alert is None or alert.state == AlertState.ARRIVED:
+                return None
+            if alert.state != AlertState.ACKNOWLEDGED:
+                raise LifecycleError("acknowledge the alert before scanning at the door")
+            if alert.household != household:
+                raise LifecycleError("not this alert's household code")
+            detail = {"via": "console", "name": name, "household": household}
+            return self._arrived(db, alert, self.clock(), who, name, detail)
+
+    def _arrived(
+        self, db: sqlite3.Connection, alert: Alert, at: float, who: str, name: str | None,
+        detail: dict[str, Any],
+    ) -> Change:
+        alert.state = AlertState.ARRIVED
+        alert.on_site_at, alert.on_site_by = at, name
+        alert.next_escalation_at = None
+        save(db, alert)
+        add_step(db, at, alert.id, Step.ARRIVED, who, detail)
+        feedback_to = None
+        if alert.policy.feedback and alert.device_id and alert.gateway_alert_id:
+            feedback_to = self._feedback(db, alert, AlertState.ACKNOWLEDGED, arrived_words(name))
+        return Change(alert, Step.ARRIVED, feedback_to)
+
+    def resolve(
+        self, alert_id: str, who: str, name: str, reason: Reason, note: str | None = None
+    ) -> Change | None:
         """None when already resolved."""
         with self._db.transaction() as db:
             alert = self._get(db, alert_id)
             if alert is None or alert.state == AlertState.RESOLVED:
                 return None
-            return self._resolve(db, alert, who, name, None)
+            return self._resolve(db, alert, who, name, None, reason=reason, note=note)
 
     def _resolve(
         self,
@@ -489,13 +756,18 @@ class AlertBook:
         who: str,
         name: str | None,
         by_event: str | None,
+        *,
+        reason: Reason | None = None,
+        note: str | None = None,
     ) -> Change:
         alert.state = AlertState.RESOLVED
         alert.resolved_at = self.clock()
         alert.resolved_by = name or who
+        alert.resolve_reason, alert.resolve_note = reason, note
         alert.next_escalation_at = None
         save(db, alert)
-        self._step(db, alert.id, Step.RESOLVED, who, {"name": name, "event": by_event})
+        detail = {"name": name, "event": by_event, "reason": reason, "note": note}
+        self._step(db, alert.id, Step.RESOLVED, who, detail)
         feedback_to = None
         if alert.policy.feedback and alert.device_id and alert.gateway_alert_id:
             feedback_to = self._feedback(db, alert, AlertState.RESOLVED, alert.resolved_by)
@@ -523,6 +795,8 @@ class AlertBook:
             now = self.clock()
             if alert is None or not alert.escalation_due(now):
                 return None
+            if alert.state == AlertState.ACKNOWLEDGED:
+                return self._no_arrival(db, alert, now)
             if alert.escalations >= settings.max_escalations:
                 alert.next_escalation_at = None
                 save(db, alert)
@@ -532,6 +806,23 @@ class AlertBook:
             alert.next_escalation_at = None if last else now + settings.escalate_after
             save(db, alert)
             self._step(db, alert.id, Step.ESCALATED, None, {"escalation": alert.escalations})
+        return alert
+
+    def _no_arrival(self, db: sqlite3.Connection, alert: Alert, now: float) -> Alert:
+        """Acknowledged, and nobody at the door within `arrive_within`: unacknowledged again,
+        so it climbs the ladder as before (always this once, even past `max_escalations`: the
+        resident is still waiting) and anyone on it may take it."""
+        settings = self._settings
+        who = alert.acknowledged_by
+        alert.state = AlertState.NOTIFIED if alert.notified_at is not None else AlertState.RAISED
+        alert.acknowledged_at = alert.acknowledged_by = None
+        alert.escalations += 1
+        last = alert.escalations >= settings.max_escalations
+        alert.next_escalation_at = None if last else now + settings.escalate_after
+        save(db, alert)
+        detail = {"escalation": alert.escalations, "why": "no_arrival", "acknowledged_by": who,
+                  "arrive_within": settings.arrive_within}
+        self._step(db, alert.id, Step.ESCALATED, None, detail)
         return alert
 
     def paged(self, alert_id: str, targets: list[str], escalation: int, webhooks: int) -> None:
@@ -588,19 +879,49 @@ class AlertBook:
         which: Listing,
         limit: int,
         device_id: str | None = None,
+        search: Search = Search(),
+        before: tuple[float, str] | None = None,
     ) -> list[Alert]:
-        """Alerts newest first; `buildings` None means every building and none."""
+        """Alerts newest raised first (ties by id, so that a page ends where the next one
+        starts: `before` is the (raised_at, id) of the last alert of the page before);
+        `buildings` None means every building and none."""
         query, params = SELECT + " WHERE 1", []
+
+        def where(condition: str, *values: Any) -> None:
+            nonlocal query
+            query += f" AND {condition}"
+            params.extend(values)
+
+        def within(column: str, values: frozenset[str]) -> None:
+            where(f"{column} IN ({', '.join('?' for _ in values)})", *sorted(values))
+
         if device_id is not None:
-            query += " AND device_id = ?"
-            params.append(device_id)
+            where("device_id = ?", device_id)
         if buildings is not None:
-            query += f" AND building IN ({', '.join('?' for _ in buildings)})"
-            params.extend(sorted(buildings))
+            # A gateway's alert has no building of its own; it names those behind it.
+            marks = ", ".join("?" for _ in buildings)
+            where(
+                f"(building IN ({marks}) OR (building IS NULL AND EXISTS (SELECT 1 FROM"
+                " json_each(data, '$.buildings')"
+                f" WHERE json_extract(value, '$.id') IN ({marks}))))",
+                *sorted(buildings),
+                *sorted(buildings),
+            )
+        if search.categories is not None:
+            within("category", search.categories)
+        if search.building is not None:
+            where("building = ?", search.building)
+        if search.text:
+            where(f"instr({HAYSTACK}, lower(?)) > 0", search.text)
+        if search.raised_from is not None:
+            where("raised_at >= ?", search.raised_from)
+        if search.raised_until is not None:
+            where("raised_at < ?", search.raised_until)
+        if before is not None:
+            where("(raised_at < ? OR (raised_at = ? AND id < ?))", before[0], *before)
         if which != Listing.ALL:
-            open_only = which == Listing.OPEN
-            query += " AND open_key IS NOT NULL" if open_only else " AND open_key IS NULL"
-        query += " ORDER BY COALESCE(resolved_at, raised_at) DESC LIMIT ?"
+            where("open_key IS NOT NULL" if which == Listing.OPEN else "open_key IS NULL")
+        query += " ORDER BY raised_at DESC, id DESC LIMIT ?"
         params.append(limit)
         return [from_row(row) for row in self._db.rows(query, params)]
 

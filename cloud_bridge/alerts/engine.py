@@ -1,9 +1,10 @@
 """The alert engine: runs the alert book off the event loop and acts on what it reports.
 
 It feeds newly stored events to the book, pages the rung of the escalation ladder each change
-calls for, keeps one asyncio timer per unacknowledged alert (restored from the database after
-a restart), publishes every change to the consoles' live streams and wakes the long-polls of
-gateways that have a feedback command waiting.
+calls for, keeps one asyncio timer per alert with a deadline (unacknowledged, or acknowledged
+with nobody at the door yet; restored from the database after a restart), publishes every
+change to the consoles' live streams and wakes the long-polls of gateways that have a feedback
+command waiting.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
-from cloud_bridge.alerts.book import FEED_CHUNK, Alert, AlertBook, Change
+from cloud_bridge.alerts.book import FEED_CHUNK, Alert, AlertBook, Change, Reason
 from cloud_bridge.alerts.clock import Clock
 from cloud_bridge.alerts.live import AlertBus
 from cloud_bridge.alerts.routing import ladder, targets_for
@@ -70,13 +71,21 @@ class AlertEngine:
     async def acknowledge(self, alert_id: str, who: str, name: str) -> Change | None:
         change = await asyncio.to_thread(self.book.acknowledge, alert_id, who, name)
         if change is not None:
-            self._react(change)
+            self.react(change)
         return change
 
-    async def resolve(self, alert_id: str, who: str, name: str) -> Change | None:
-        change = await asyncio.to_thread(self.book.resolve, alert_id, who, name)
+    async def arrive(self, alert_id: str, who: str, name: str, household: str) -> Change | None:
+        change = await asyncio.to_thread(self.book.arrive, alert_id, who, name, household)
         if change is not None:
-            self._react(change)
+            self.react(change)
+        return change
+
+    async def resolve(
+        self, alert_id: str, who: str, name: str, reason: Reason, note: str | None = None
+    ) -> Change | None:
+        change = await asyncio.to_thread(self.book.resolve, alert_id, who, name, reason, note)
+        if change is not None:
+            self.react(change)
         return change
 
     async def pushed(self, alert_id: str, account: str) -> None:
@@ -98,11 +107,12 @@ class AlertEngine:
                     await asyncio.sleep(1.0)
                     continue
                 for change in changes:
-                    self._react(change)
+                    self.react(change)
                 if seen < FEED_CHUNK:
                     break
 
-    def _react(self, change: Change) -> None:
+    def react(self, change: Change) -> None:
+        """Act on a change the book made, from an event, a person or the supervision."""
         alert = change.alert
         self._bus.publish(alert)
         if change.feedback_to:
@@ -112,10 +122,8 @@ class AlertEngine:
             self._schedule(alert)
         elif change.step == Step.PRIORITY and alert.state in UNACKNOWLEDGED:
             self._page(alert, alert.escalations, Page.PRIORITY)
-        elif change.step in (Step.ACKNOWLEDGED, Step.RESOLVED):
-            timer = self._timers.pop(alert.id, None)
-            if timer is not None:
-                timer.cancel()
+        elif change.step in (Step.ACKNOWLEDGED, Step.ARRIVED, Step.RESOLVED):
+            self._schedule(alert)  # the arrival's deadline, or none any more
 
     # -- escalation ----------------------------------------------------------------------
 
@@ -128,13 +136,13 @@ class AlertEngine:
 
     def _schedule(self, alert: Alert) -> None:
         # The asyncio timer only does the waiting; the deadline is the book's, by the clock.
+        earlier = self._timers.pop(alert.id, None)
+        if earlier is not None:
+            earlier.cancel()
         delay = self.escalation_delay(alert)
         if delay is None:
             return
         loop = asyncio.get_running_loop()
-        earlier = self._timers.pop(alert.id, None)
-        if earlier is not None:
-            earlier.cancel()
         self._timers[alert.id] = loop.call_later(
             delay, lambda: self._spawn(self._escalate(alert.id))
         )
@@ -142,19 +150,28 @@ class AlertEngine:
     async def _escalate(self, alert_id: str) -> None:
         self._timers.pop(alert_id, None)
         alert = await asyncio.to_thread(self.book.escalate, alert_id)
-        if alert is None:  # acknowledged or resolved meanwhile, escalated enough, or not due
+        if alert is None:  # acknowledged, arrived or resolved meanwhile, enough, or not due
             current = await asyncio.to_thread(self.book.get, alert_id)
             if current is not None and current.escalating:
                 self._schedule(current)  # the timer ran ahead of the clock: wait the rest
             return
         self._bus.publish(alert)
-        self._page(alert, alert.escalations, Page.ESCALATED)
+        self._page(alert, alert.escalations, await self._why_escalated(alert.id))
         self._schedule(alert)
+
+    async def _why_escalated(self, alert_id: str) -> Page:
+        """The page's words differ when the alert had been acknowledged and nobody arrived."""
+        steps = await asyncio.to_thread(self.book.steps, alert_id)
+        last = next(s for s in reversed(steps) if s["step"] == Step.ESCALATED)
+        return Page.NO_ARRIVAL if last["detail"].get("why") == "no_arrival" else Page.ESCALATED
 
     # -- paging --------------------------------------------------------------------------
 
     def _page(self, alert: Alert, escalation: int, event: Page) -> None:
-        rungs = ladder(self._registry.current, alert.policy.route, alert.building)
+        # A gateway's alert is the central's own: its data names the buildings behind it.
+        gateway = alert.policy.route == "gateway"
+        served = [building["id"] for building in alert.data["buildings"]] if gateway else []
+        rungs = ladder(self._registry.current, alert.policy.route, alert.building, served)
         self._spawn(self._page_targets(alert, targets_for(rungs, escalation), escalation, event))
 
     async def _page_targets(

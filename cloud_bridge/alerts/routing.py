@@ -8,6 +8,8 @@ pages every rung again.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from cloud_bridge.alerts.book import Route
 from mashang.registry import Registry
 
@@ -19,9 +21,14 @@ def butler_target(butler_id: str) -> str:
     return f"butler:{butler_id}"
 
 
-def ladder(registry: Registry, route: Route, building_id: str | None) -> list[list[str]]:
+def ladder(
+    registry: Registry, route: Route, building_id: str | None, served: Sequence[str] = ()
+) -> list[list[str]]:
+    """`served`: for a gateway's alert, the buildings behind the gateway."""
     if route == "inspection":
         return [[INSPECTION]]
+    if route == "gateway":
+        return gateway_ladder(registry, served)
     building = registry.building(building_id) if building_id else None
     if building is None:  # an unregistered button, or a building the central does not know
         return [[DUTY]]
@@ -32,6 +39,17 @@ def ladder(registry: Registry, route: Route, building_id: str | None) -> list[li
         rungs.append([butler_target(building.backup_butler)])
     rungs.append([DUTY])
     return rungs
+
+
+def gateway_ladder(registry: Registry, served: Sequence[str]) -> list[list[str]]:
+    """A gateway gone silent: the duty contact first (someone to power it up or call the
+    installer), then the buildings' butlers, primaries before backups, whose residents'
+    buttons are mute meanwhile. A gateway with no building known behind it: the duty alone."""
+    buildings = [b for b in map(registry.building, served) if b is not None]
+    primaries = sorted({butler_target(b.primary_butler) for b in buildings})
+    backups = sorted({butler_target(b.backup_butler) for b in buildings if b.backup_butler}
+                     - set(primaries))
+    return [[DUTY], *(rung for rung in (primaries, backups) if rung)]
 
 
 def targets_for(rungs: list[list[str]], escalation: int) -> list[str]:

@@ -13,16 +13,21 @@ __all__ = ["OPEN_STATES", "UNACKNOWLEDGED", "AlertState", "Listing", "Page", "St
 
 
 class AlertState(StrEnum):
-    """`alerts.state`: raised → notified → acknowledged → resolved. Also the `state` of a
-    feedback command (acknowledged, resolved) that tells a button's LED what happened."""
+    """`alerts.state`: raised → notified → acknowledged → arrived → resolved. Also the `state`
+    of a feedback command (acknowledged, resolved) that tells a button's LED what happened:
+    `arrived` never goes on the wire (PROTOCOL §1 fixes the feedback states), the button hears
+    it as `acknowledged` again with `by` saying so (book.arrived_words)."""
 
     RAISED = "raised"
     NOTIFIED = "notified"  # someone was reached (a webhook took it, or a console showed it)
     ACKNOWLEDGED = "acknowledged"
+    ARRIVED = "arrived"  # the butler scanned the resident's household code at the door
     RESOLVED = "resolved"
 
 
-OPEN_STATES = frozenset({AlertState.RAISED, AlertState.NOTIFIED, AlertState.ACKNOWLEDGED})
+OPEN_STATES = frozenset(
+    {AlertState.RAISED, AlertState.NOTIFIED, AlertState.ACKNOWLEDGED, AlertState.ARRIVED}
+)
 # Still escalating: nobody has said they are on their way.
 UNACKNOWLEDGED = frozenset({AlertState.RAISED, AlertState.NOTIFIED})
 
@@ -36,10 +41,14 @@ class Step(StrEnum):
     PAGED = "paged"  # a rung of the escalation ladder was paged
     NOTIFIED = "notified"
     PUSHED = "pushed"  # shown on a butler's open console
-    ESCALATED = "escalated"  # unacknowledged for `escalate_after`: the next rung is paged
+    # Unacknowledged for `escalate_after`, or acknowledged with nobody at the door within
+    # `arrive_within` (detail.why "no_arrival"): the next rung is paged.
+    ESCALATED = "escalated"
     ACKNOWLEDGED = "acknowledged"
+    ARRIVED = "arrived"  # the household's code scanned at the door: who, and how (detail.via)
     RESOLVED = "resolved"
     FEEDBACK = "feedback"  # a feedback command was queued for the button's gateway
+    NOTE = "note"  # words on the alert's history (why the system closed it)
     # The duty room marked it "handled here" on a gateway's LAN page (while we were away);
     # history only: the alert stays open.
     HANDLED_LOCALLY = "handled_locally"
@@ -51,6 +60,8 @@ class Page(StrEnum):
     RAISED = "alert.raised"
     PRIORITY = "alert.priority"
     ESCALATED = "alert.escalated"
+    # Acknowledged, yet nobody reached the door within `alerts.arrive_within`: paged again.
+    NO_ARRIVAL = "alert.no_arrival"
 
 
 class Listing(StrEnum):

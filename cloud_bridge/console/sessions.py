@@ -13,15 +13,31 @@ import hashlib
 import hmac
 import json
 import secrets
+import sqlite3
 import time
-from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cloud_bridge.config import CentralConfig
+from cloud_bridge.clients import client_group
+from cloud_bridge.config import CentralConfig, ConsoleSection
+from cloud_bridge.receiver.store import Database
 from mashang.files import atomic_write
 
 SECRET_FILE = "console.key"
+# Tries each client has at an account under attack: one slip of the butler's finger.
+UNDER_ATTACK_TRIES = 2
+
+THROTTLE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS login_failures (
+    account TEXT NOT NULL,
+    client TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS login_failures_by_client ON login_failures (client, at);
+CREATE INDEX IF NOT EXISTS login_failures_by_account ON login_failures (account, client, at);
+CREATE INDEX IF NOT EXISTS login_failures_by_time ON login_failures (at);
+"""
 
 
 def console_secret(config: CentralConfig) -> bytes:
@@ -90,37 +106,78 @@ class SessionSigner:
 
 
 class LoginLimiter:
-    """At most `attempts` failed logins per account and per client address in a sliding
-    `window`; past that, logins are refused without checking the password."""
+    """Failed logins slow down where they come from, never the right password from elsewhere.
 
-    def __init__(self, attempts: int, window: float) -> None:
-        self._attempts = attempts
-        self._window = window
-        self._failures: dict[str, deque[float]] = defaultdict(deque)
+    Counted in `login_window`: `login_attempts` failures of one account from one client
+    (an IPv4 address, an IPv6 /64) and `login_address_attempts` from one client over all
+    accounts; past either, that client's logins are refused (429) without a password check
+    until the oldest failures age out. An account with `login_account_attempts` failures from
+    anywhere is under attack from many clients: each client then gets UNDER_ATTACK_TRIES at
+    it, not login_attempts, so guessing on needs a fresh client every try or two, while its
+    butler, from a client of their own, still gets in. Nothing ever refuses every client.
 
-    def _recent(self, key: str, now: float) -> deque[float]:
-        failures = self._failures[key]
-        while failures and now - failures[0] > self._window:
-            failures.popleft()
-        if not failures:
-            del self._failures[key]  # keep the table the size of the current attackers
-            return deque()
-        return failures
+    The failures are rows in the central's database, so several central processes on one
+    file count them together and a restart forgets none. A login is counted before its
+    password is checked (and uncounted if right), so requests sent in parallel cannot all
+    slip in under the limit. Rows older than the window are deleted at every attempt, and only
+    attempts that reach a password check (each costs a scrypt) write one: the table holds at
+    most a window's worth of checks.
+    """
 
-    def retry_after(self, account: str, address: str) -> float | None:
-        """Seconds until a login may be tried again, or None if it may be tried now."""
-        now = time.time()
-        waits = [
-            failures[0] + self._window - now
-            for failures in (self._recent(f"a:{account}", now), self._recent(f"c:{address}", now))
-            if len(failures) >= self._attempts
-        ]
-        return max(waits) if waits else None
+    def __init__(
+        self, db: Database, settings: ConsoleSection, clock: Callable[[], float] = time.time
+    ) -> None:
+        db.migrate("login_failures", [THROTTLE_SCHEMA])
+        self._db = db
+        self._pair = settings.login_attempts
+        self._client = settings.login_address_attempts
+        self._account = settings.login_account_attempts
+        self._window = settings.login_window
+        self._clock = clock
 
-    def failed(self, account: str, address: str) -> None:
-        now = time.time()
-        for key in (f"a:{account}", f"c:{address}"):
-            self._failures[key].append(now)
+    def attempt(self, account: str, address: str) -> float | None:
+        """None: check the password, the attempt counted as failed until `succeeded`. Else
+        the seconds until this client may try this account again, nothing counted."""
+        client, now = client_group(address), self._clock()
+        with self._db.transaction() as db:
+            db.execute("DELETE FROM login_failures WHERE at <= ?", (now - self._window,))
+            (under_attack,) = db.execute(
+                "SELECT COUNT(*) >= ? FROM login_failures WHERE account = ?",
+                (self._account, account),
+            ).fetchone()
+            pair = min(self._pair, UNDER_ATTACK_TRIES) if under_attack else self._pair
+            waits = [
+                wait
+                for where, params, limit in (
+                    ("client = ?", (client,), self._client),
+                    ("account = ? AND client = ?", (account, client), pair),
+                )
+                if (wait := self._full(db, where, params, limit, now)) is not None
+            ]
+            if waits:
+                return max(waits)
+            db.execute(
+                "INSERT INTO login_failures (account, client, at) VALUES (?, ?, ?)",
+                (account, client, now),
+            )
+        return None
 
-    def succeeded(self, account: str) -> None:
-        self._failures.pop(f"a:{account}", None)
+    def _full(
+        self, db: sqlite3.Connection, where: str, params: tuple, limit: int, now: float
+    ) -> float | None:
+        """Seconds until fewer than `limit` failures match, or None if fewer do now: the
+        limit-th newest must age out."""
+        row = db.execute(
+            f"SELECT at FROM login_failures WHERE {where} ORDER BY at DESC LIMIT 1 OFFSET ?",
+            (*params, limit - 1),
+        ).fetchone()
+        return None if row is None else row[0] + self._window - now
+
+    def succeeded(self, account: str, address: str) -> None:
+        """The right password: this client's failures at this account are forgiven (not the
+        account's elsewhere, which would let a guesser's count reset by its butler)."""
+        with self._db.transaction() as db:
+            db.execute(
+                "DELETE FROM login_failures WHERE account = ? AND client = ?",
+                (account, client_group(address)),
+            )

@@ -7,13 +7,17 @@ import datetime
 import sys
 from pathlib import Path
 
+from cloud_bridge.config import CentralConfig
 from cloud_bridge.issuing.keys import (
     DEFAULT_BASE,
     DEFAULT_GENERATION,
     DEFAULT_VALID_DAYS,
     KEYRING_FILE,
+    STALL_FIELDS,
+    DetailsResolver,
     IssueRequest,
     IssuingError,
+    check_manifest,
     issue,
     keygen,
     load_signing_key,
@@ -21,9 +25,11 @@ from cloud_bridge.issuing.keys import (
     requests_from_csv,
     write_manifest,
 )
+from cloud_bridge.issuing.registered import StallDetailsSource
+from cloud_bridge.registry.file import RegistryFile
 from mashang.codes import Kind
-
-_STALL_ONLY = ("name", "zone", "hours", "number")
+from mashang.config import ConfigError, load_config
+from mashang.registry import Registry
 
 
 def add_parser(subparsers: argparse._SubParsersAction, name: str = "codes") -> None:
@@ -41,12 +47,22 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str = "codes") -> N
 
     issue_parser = actions.add_parser("issue", help="issue codes and write placards")
     kinds = issue_parser.add_subparsers(dest="kind", required=True, metavar="KIND")
-    stall = kinds.add_parser("stall", help="stall placards (流动摊位管理码)")
+    stall = kinds.add_parser(
+        "stall", help="stall placards (流动摊位管理码), printing what the registry says"
+    )
     _add_issue_arguments(stall)
-    stall.add_argument("--name", default="", help="stall name, printed")
-    stall.add_argument("--zone", default="", help="zone the stall is licensed for, printed")
-    stall.add_argument("--hours", default="", help="licensed hours, e.g. 17:00-23:30")
-    stall.add_argument("--number", default="", help="stall number, printed")
+    stall.add_argument(
+        "--config", type=Path, help="the central's TOML: its registry names the stalls"
+    )
+    stall.add_argument(
+        "--allow-unregistered",
+        action="store_true",
+        help="also issue stalls the registry does not know (then import issued.csv)",
+    )
+    stall.add_argument("--name", default="", help="stall name (for a stall not registered)")
+    stall.add_argument("--zone", default="", help="zone id or name (for a stall not registered)")
+    stall.add_argument("--hours", default="", help="licensed hours, e.g. 17:00-23:30 (idem)")
+    stall.add_argument("--number", default="", help="stall number (idem)")
     household = kinds.add_parser("household", help="household codes (一户一码)")
     _add_issue_arguments(household)
 
@@ -92,38 +108,68 @@ def _run_issue(args: argparse.Namespace) -> int:
     from cloud_bridge.issuing.placards import BULK_MASK, PlacardError, PlacardWriter
 
     try:
-        # Font, key, every request and every placard are checked before the first file is
-        # written, so a mistake on row 900 of a CSV does not leave 899 placards behind.
+        # Font, key, registry, every request and every placard are checked before the first
+        # file is written, so a mistake on row 900 of a CSV does not leave 899 placards behind.
         writer = PlacardWriter()
         key = load_signing_key(args.key_dir, args.key_id)
-        requests = _requests(args)
+        check_manifest(args.out)
+        source = _stall_source(args) if args.kind == "stall" else None
+        requests = _requests(args, source)
         today = datetime.date.today()
         mask = BULK_MASK if args.csv else None
         codes = [issue(key, request, base=args.base, today=today) for request in requests]
         writer.write_all(codes, args.out, mask=mask)
         manifest = write_manifest(args.out, codes)
-    except (IssuingError, PlacardError, OSError) as error:
+    except (IssuingError, PlacardError, ConfigError, OSError) as error:
         return _fail(error)
     if args.csv is None:
         print(codes[0].url)
     print(
         f"issued {len(codes)} {args.kind} code(s) with key {key.key_id} into {args.out} "
-        f"(SVG, PNG, PDF); recorded in {manifest}"
+        f"(PDF, SVG); recorded in {manifest}"
     )
+    if source is not None and source.unregistered:
+        shown = ", ".join(source.unregistered[:5]) + (", …" if len(source.unregistered) > 5 else "")
+        print(
+            f"mashang codes: warning: {len(source.unregistered)} stall(s) not in the registry "
+            f"({shown}) scan as unknown_stall until `mashang registry import {manifest} "
+            "--config CENTRAL.toml`",
+            file=sys.stderr,
+        )
     return 0
 
 
-def _requests(args: argparse.Namespace) -> list[IssueRequest]:
+def _stall_source(args: argparse.Namespace) -> StallDetailsSource:
+    registry: Registry | None = None
+    if args.config is not None:
+        path = load_config(args.config, CentralConfig).registry_path
+        try:
+            registry = RegistryFile(path).load()
+        except ValueError as error:
+            raise IssuingError(f"{path}: not a valid registry: {error}") from None
+    elif not args.allow_unregistered:
+        raise IssuingError(
+            "stall placards print what the registry says: pass --config CENTRAL.toml, or "
+            "--allow-unregistered to issue without checking"
+        )
+    return StallDetailsSource(registry, allow_unregistered=args.allow_unregistered)
+
+
+def _requests(args: argparse.Namespace, resolve: DetailsResolver | None) -> list[IssueRequest]:
     kind: Kind = args.kind
     if args.csv is None:
-        details = {field: getattr(args, field, "") for field in _STALL_ONLY}
+        details = {field: getattr(args, field, "") for field in STALL_FIELDS}
+        if resolve is not None:
+            details = dict(resolve(args.id.strip(), details))
         return [
             make_request(kind, args.id, generation=args.generation, valid_days=args.days, **details)
         ]
-    given = [f"--{field}" for field in _STALL_ONLY if getattr(args, field, "")]
+    given = [f"--{field}" for field in STALL_FIELDS if getattr(args, field, "")]
     if given:
         raise IssuingError(f"{', '.join(given)}: with --csv these come from the CSV's columns")
-    return requests_from_csv(args.csv, kind, generation=args.generation, valid_days=args.days)
+    return requests_from_csv(
+        args.csv, kind, generation=args.generation, valid_days=args.days, resolve=resolve
+    )
 
 
 def _fail(error: Exception) -> int:

@@ -11,7 +11,7 @@ import csv
 import datetime
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +37,9 @@ DEFAULT_VALID_DAYS = 365
 _KEY_FILE_RE = re.compile(r"key-(\d{1,3})\.pem")
 # Overnight hours (22:00-02:00) are allowed: night markets run past midnight.
 _HOURS_RE = re.compile(r"([01]\d|2[0-3]):[0-5]\d-(([01]\d|2[0-3]):[0-5]\d|24:00)")
-_MANIFEST_FIELDS = ("kind", "id", "generation", "expires", "key_id", "url")
+# The stall's columns make the manifest a stall list that `mashang registry import` takes.
+STALL_FIELDS = ("name", "number", "zone", "hours")
+MANIFEST_FIELDS = ("kind", "id", "generation", "expires", "key_id", "url", *STALL_FIELDS)
 
 
 class IssuingError(Exception):
@@ -55,9 +57,14 @@ class StallDetails:
     """What a stall placard prints besides its QR."""
 
     name: str
-    zone: str
+    zone: str  # the registry's zone id, which scanners match (as given when none was read)
     hours: str
     number: str = ""
+    zone_name: str = ""  # the zone as printed; the id when empty
+
+    @property
+    def printed_zone(self) -> str:
+        return self.zone_name or self.zone
 
 
 @dataclass(frozen=True)
@@ -180,6 +187,7 @@ def make_request(
     zone: str = "",
     hours: str = "",
     number: str = "",
+    zone_name: str = "",
 ) -> IssueRequest:
     """A validated request; a stall needs its name, zone and hours to print its placard."""
     if valid_days < 1:
@@ -196,7 +204,11 @@ def make_request(
         if not _HOURS_RE.fullmatch(hours.strip()):
             raise IssuingError(f"stall {subject_id!r}: hours {hours!r} must look like 17:00-23:30")
         stall = StallDetails(
-            name=name.strip(), zone=zone.strip(), hours=hours.strip(), number=number.strip()
+            name=name.strip(),
+            zone=zone.strip(),
+            hours=hours.strip(),
+            number=number.strip(),
+            zone_name=zone_name.strip(),
         )
     return IssueRequest(
         kind=kind,
@@ -207,39 +219,68 @@ def make_request(
     )
 
 
+# A stall's id and the columns given for it -> the details to print (StallDetailsSource).
+DetailsResolver = Callable[[str, Mapping[str, str]], Mapping[str, str]]
+
+
 def requests_from_csv(
-    path: Path, kind: Kind, *, generation: int, valid_days: int
+    path: Path,
+    kind: Kind,
+    *,
+    generation: int,
+    valid_days: int,
+    resolve: DetailsResolver | None = None,
 ) -> list[IssueRequest]:
     """Rows with columns ``id`` (and ``name``, ``zone``, ``hours``, ``number`` for stalls);
-    optional ``generation`` and ``days`` columns override the defaults row by row."""
+    optional ``generation`` and ``days`` columns override the defaults row by row. ``resolve``
+    turns a stall's columns into what its placard prints (the registry's record)."""
     # utf-8-sig: spreadsheets exported on Windows start the file with a BOM.
     with path.open(encoding="utf-8-sig", newline="") as file:
         reader = csv.DictReader(file)
         if reader.fieldnames is None or "id" not in reader.fieldnames:
             raise IssuingError(f"{path}: the first row must name the columns, including 'id'")
         return [
-            _row_request(path, line, row, kind, generation, valid_days)
+            _row_request(path, line, row, kind, generation, valid_days, resolve)
             for line, row in enumerate(reader, start=2)
         ]
 
 
+def check_manifest(out_dir: Path) -> None:
+    """Refuse, before anything is written, to append to an ``issued.csv`` of other columns (an
+    older mashang's): its rows and the new ones would not line up."""
+    path = out_dir / MANIFEST_FILE
+    if not path.exists():
+        return
+    with path.open(encoding="utf-8", newline="") as file:
+        header = next(csv.reader(file), [])
+    if tuple(header) != MANIFEST_FIELDS:
+        raise IssuingError(
+            f"{path} has the columns {','.join(header)}, not {','.join(MANIFEST_FIELDS)}: "
+            "move it away and issue again, a new one is started"
+        )
+
+
 def write_manifest(out_dir: Path, codes: Iterable[IssuedCode]) -> Path:
-    """Append what was issued to ``issued.csv``, the record the central's registry is fed from."""
+    """Append what was issued to ``issued.csv``, the record the central's registry is fed from
+    (`mashang registry import issued.csv` registers the stalls it lists)."""
     path = out_dir / MANIFEST_FILE
     is_new = not path.exists()
     with path.open("a", encoding="utf-8", newline="") as file:
         writer = csv.writer(file)
         if is_new:
-            writer.writerow(_MANIFEST_FIELDS)
+            writer.writerow(MANIFEST_FIELDS)
         for code in codes:
+            request, stall = code.request, code.request.stall
+            details = (stall.name, stall.number, stall.zone, stall.hours) if stall else ("",) * 4
             writer.writerow(
                 (
-                    code.request.kind,
-                    code.request.subject_id,
-                    code.request.generation,
+                    request.kind,
+                    request.subject_id,
+                    request.generation,
                     code.expires.isoformat(),
                     code.key_id,
                     code.url,
+                    *details,
                 )
             )
     return path
@@ -252,20 +293,21 @@ def _row_request(
     kind: Kind,
     generation: int,
     valid_days: int,
+    resolve: DetailsResolver | None,
 ) -> IssueRequest:
     def text(column: str) -> str:
         return (row.get(column) or "").strip()
 
     try:
+        details: Mapping[str, str] = {field: text(field) for field in STALL_FIELDS}
+        if resolve is not None:
+            details = resolve(text("id"), details)
         return make_request(
             kind,
             text("id"),
             generation=int(text("generation") or generation),
             valid_days=int(text("days") or valid_days),
-            name=text("name"),
-            zone=text("zone"),
-            hours=text("hours"),
-            number=text("number"),
+            **details,
         )
     except (IssuingError, ValueError) as error:
         raise IssuingError(f"{path}:{line}: {error}") from None

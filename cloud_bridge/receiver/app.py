@@ -7,7 +7,6 @@ import asyncio
 import json
 import logging
 import signal
-import time
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -16,16 +15,22 @@ from cloud_bridge.alerts.api import add_alert_routes
 from cloud_bridge.alerts.book import AlertBook
 from cloud_bridge.alerts.engine import AlertEngine
 from cloud_bridge.alerts.live import AlertBus
+from cloud_bridge.alerts.supervision import SUPERVISION_KEY, Supervision
 from cloud_bridge.commands.queue import CommandQueue
 from cloud_bridge.commands.relay import relay_registry_changes
 from cloud_bridge.commands.routes import COMMANDS_KEY, add_command_routes
+from cloud_bridge.commands.signing import command_signing_key
 from cloud_bridge.config import CentralConfig
 from cloud_bridge.console.accounts import AccountStore
 from cloud_bridge.console.app import Console, add_console_routes
+from cloud_bridge.console.sessions import console_secret
+from cloud_bridge.drills.api import add_drill_routes
+from cloud_bridge.drills.schedule import DrillSchedule
+from cloud_bridge.households.pages import HouseholdPages, add_household_routes
 from cloud_bridge.httpkit import (
     CONFIG_KEY,
-    HEARD_KEY,
-    authenticate,
+    authenticate_body,
+    identify,
     int_param,
     problem,
     refuse,
@@ -33,44 +38,42 @@ from cloud_bridge.httpkit import (
 )
 from cloud_bridge.metrics import METRICS_KEY, add_metrics_route
 from cloud_bridge.notify.webhooks import Notifier
+from cloud_bridge.office.app import OfficeView, add_office_routes
+from cloud_bridge.office.reports import ReportWatch
+from cloud_bridge.receiver.gateways import GATEWAYS_KEY, Gateways, devices_of
 from cloud_bridge.receiver.openapi import Health, add_openapi_route
+from cloud_bridge.receiver.replays import REPLAYS_KEY, Replays
 from cloud_bridge.receiver.store import Database, EventStore
 from cloud_bridge.registry.api import add_registry_routes
 from cloud_bridge.registry.source import RegistrySource
+from cloud_bridge.report.app import ReportPages, add_report_routes
 from cloud_bridge.stalls.pages import StallPages, add_stall_routes
 from cloud_bridge.visits.watch import VisitWatch
-from mashang.signing import MAX_SKEW_SECONDS, SIGNATURE_HEADER, Refusal
+from mashang.signing import Refusal
 from mashang.wire import IngestRequest, IngestResult
 
 log = logging.getLogger(__name__)
 
 STORE_KEY = web.AppKey("store", EventStore)
 ENGINE_KEY = web.AppKey("engine", AlertEngine)
-REPLAYS_KEY = web.AppKey("replays", dict)
-
-
-def seen_before(app: web.Application, signature: str) -> bool:
-    """A signature is good once: a captured request cannot be played again within its window."""
-    seen: dict[str, float] = app[REPLAYS_KEY]
-    moment = time.time()
-    if len(seen) > 10000:
-        for old in [sig for sig, at in seen.items() if moment - at > 2 * MAX_SKEW_SECONDS]:
-            del seen[old]
-    if signature in seen:
-        return True
-    seen[signature] = moment
-    return False
+DATABASE_KEY = web.AppKey("database", Database)
 
 
 async def ingest(request: web.Request) -> web.Response:
+    # Who and when from the headers first: the body of a request refused for them is never read.
+    caller = identify(request)
+    if isinstance(caller, Refusal):
+        log.warning("refused ingest from %s: %s", request.remote, caller.text)
+        return refuse(caller)
+    limit = request.app[CONFIG_KEY].central.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        return problem(413, f"request body too large (over {limit} bytes)")
     body = await request.read()
-    gateway_id, refusal = authenticate(request, body)
-    if gateway_id is None:
-        assert refusal is not None  # authenticate gives one or the other
+    refusal = await authenticate_body(caller, body, request)
+    if refusal is not None:
         log.warning("refused ingest from %s: %s", request.remote, refusal.text)
         return refuse(refusal)
-    if seen_before(request.app, request.headers[SIGNATURE_HEADER]):
-        return refuse(Refusal.REPLAYED)
+    gateway_id = caller.gateway_id
     try:
         document = json.loads(body)
     except (ValueError, RecursionError):
@@ -86,6 +89,8 @@ async def ingest(request: web.Request) -> web.Response:
         )
     if batch.gateway_id != gateway_id:
         return problem(403, "gateway_id in the body does not match the signed header")
+    if batch.gateway is None and document.get("gateway") is not None:
+        log.warning("ignored gateway facts from %s that do not validate", gateway_id)
     # Stored as sent (validated above): dumping 500 models again would cost the loop more.
     events = document["events"]
     store = request.app[STORE_KEY]
@@ -93,6 +98,7 @@ async def ingest(request: web.Request) -> web.Response:
     request.app[METRICS_KEY].stored(gateway_id, events, accepted, duplicates)
     if accepted:
         request.app[ENGINE_KEY].poke()
+    await request.app[GATEWAYS_KEY].heard(gateway_id, batch.gateway, devices_of(events))
     return web.json_response(IngestResult(accepted=accepted, duplicates=duplicates).model_dump())
 
 
@@ -108,7 +114,13 @@ async def list_events(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response(Health(ok=True).model_dump())
+    """200 while the store takes writes; 503 with the reason when it does not, so that a load
+    balancer sends to another process."""
+    problem_text = await asyncio.to_thread(request.app[DATABASE_KEY].write_problem)
+    if problem_text is not None:
+        log.error("unhealthy: %s", problem_text)
+        return web.json_response(Health(ok=False, error=problem_text).model_dump(), status=503)
+    return web.json_response(Health(ok=True).model_dump(exclude_none=True))
 
 
 @web.middleware
@@ -127,36 +139,56 @@ def create_central_app(config: CentralConfig) -> web.Application:
     registry = RegistrySource(config.registry_path)
     commands = CommandQueue(db, registry, list(config.gateways))
     book = AlertBook(db, config.alerts)
-    notifier = Notifier(db, config, registry)
+    notifier = Notifier(db, config, registry, alerts=book.get)
     bus = AlertBus()
     engine = AlertEngine(book, registry, notifier, bus, commands)
+    gateways = Gateways(db)
+    supervision = Supervision(gateways, book, registry, list(config.gateways),
+                              config.central.silent_after)
     app[CONFIG_KEY] = config
     app[STORE_KEY] = EventStore(db)
     app[ENGINE_KEY] = engine
     app[COMMANDS_KEY] = commands
-    app[REPLAYS_KEY] = {}
-    app[HEARD_KEY] = {}
-    add_metrics_route(app, db)
+    app[REPLAYS_KEY] = Replays(db)
+    app[DATABASE_KEY] = db
+    app[GATEWAYS_KEY] = gateways
+    app[SUPERVISION_KEY] = supervision
+    add_metrics_route(app, db, supervision)
     add_registry_routes(app)
     app.router.add_post("/v1/ingest", ingest)
     app.router.add_get("/v1/events", list_events)
     app.router.add_get("/healthz", healthz)
     add_openapi_route(app)
-    add_command_routes(app)
+    add_command_routes(app, command_signing_key(config))
     add_alert_routes(app, book, notifier)
-    add_console_routes(app, Console(config, engine, registry, AccountStore(db), bus))
-    stall_pages = StallPages(config.stalls, lambda: registry.current, db)
+    console = Console(config, engine, registry, AccountStore(db), bus)
+    add_console_routes(app, console)
+    add_report_routes(app, ReportPages(db, registry, console, config.central.zone))
+    drills = DrillSchedule(db, registry, config.central.zone)
+    add_drill_routes(app, drills)
+    stall_pages = StallPages(
+        config.stalls, lambda: registry.current, db, config.central.trusted_proxies,
+        zone=config.central.zone, secret=console_secret(config),
+    )
     add_stall_routes(app, stall_pages)
-    visits = VisitWatch(db, app[STORE_KEY], registry, config.visits)
+    # After the stall pages: their migration makes the columns the office reads.
+    office = OfficeView(config, AccountStore(db), registry, db)
+    add_office_routes(app, office)
+    office_reports = ReportWatch(office.reports, notifier, lambda: registry.current)
+    add_household_routes(app, HouseholdPages(lambda: registry.current, zone=config.central.zone))
+    visits = VisitWatch(db, app[STORE_KEY], registry, config.visits, config.central.zone)
     background: list[asyncio.Task] = []
 
     async def start(app: web.Application) -> None:
         await notifier.start()
         await engine.start()
+        background.append(asyncio.create_task(supervision.run(engine.react)))
         # Queues the registry if it changed while the central was down, then watches it.
         relay = relay_registry_changes(registry, commands, config.central.registry_poll)
         background.append(asyncio.create_task(relay))
         background.append(asyncio.create_task(visits.run(engine.poke)))
+        background.append(asyncio.create_task(office_reports.run()))
+        background.append(asyncio.create_task(drills.run(app[STORE_KEY], engine.poke)))
 
     async def stop(app: web.Application) -> None:
         # Long-polls and live streams answer now instead of holding the shutdown up.
@@ -165,6 +197,7 @@ def create_central_app(config: CentralConfig) -> web.Application:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
+        await office_reports.stop()
         await engine.stop()
         await notifier.close()
 

@@ -20,7 +20,14 @@ from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 
 from cloud_bridge.registry.api import ButtonPut, RegistryChange
-from mashang.wire import CommandPage, ErrorBody, IngestRequest, IngestResult, WireEvent
+from mashang.wire import (
+    FACTS_PARAM,
+    CommandPage,
+    ErrorBody,
+    IngestRequest,
+    IngestResult,
+    WireEvent,
+)
 
 OPENAPI_PATH = "/v1/openapi.json"
 
@@ -42,6 +49,7 @@ class EventPage(BaseModel):
 
 class Health(BaseModel):
     ok: bool
+    error: str | None = None  # why not, when the store takes no write (503)
 
 
 Mode = Literal["validation", "serialization"]
@@ -75,7 +83,9 @@ PATHS: dict[str, Any] = {
         "operationId": "healthz",
         "summary": "Liveness of the central",
         "security": [],
-        "responses": {"200": _answer("The central is up.", Health)},
+        "responses": {"200": _answer("The central is up and its store takes writes.", Health),
+                      "503": _answer("The store takes no write (disk full, database gone, "
+                                     "read-only or locked): `error` says which.", Health)},
     }},
     "/v1/ingest": {"post": {
         "operationId": "ingest",
@@ -110,7 +120,7 @@ PATHS: dict[str, Any] = {
     "/v1/gateways/{gateway_id}/commands": {"get": {
         "operationId": "pollCommands",
         "summary": "Long-poll for the gateway's commands (PROTOCOL §4)",
-        "security": _SIGNED,
+        "security": [{**_SIGNED[0], "gatewayNonce": []}],
         "parameters": [
             {"name": "gateway_id", "in": "path", "required": True,
              "schema": {"type": "string", "minLength": 1}},
@@ -119,6 +129,9 @@ PATHS: dict[str, Any] = {
                    "the registry first."),
             _query("wait", {"type": "integer", "minimum": 0, "maximum": 120, "default": 0},
                    "Seconds to hold the request while there is no command."),
+            _query(FACTS_PARAM, {"type": "string", "contentMediaType": "application/json"},
+                   "The gateway's facts (PROTOCOL §6) as compact JSON, the GatewayFacts "
+                   "schema; facts that do not validate are ignored, never refused."),
         ],
         "responses": {
             "200": _answer("Commands after the cursor (possibly none).", CommandPage),
@@ -168,7 +181,11 @@ SECURITY_SCHEMES: dict[str, Any] = {
     "gatewayTimestamp": {"type": "apiKey", "in": "header", "name": "X-Mashang-Timestamp",
                          "description": "Unix seconds; within 300 s of the central."},
     "gatewaySignature": {"type": "apiKey", "in": "header", "name": "X-Mashang-Signature",
-                         "description": "hex HMAC-SHA256(key, timestamp + '\\n' + raw body)."},
+                         "description": "hex HMAC-SHA256(key, timestamp + '\\n' + raw body); "
+                                        "for a poll, over timestamp, nonce and 'GET ' + path "
+                                        "and query."},
+    "gatewayNonce": {"type": "apiKey", "in": "header", "name": "X-Mashang-Nonce",
+                     "description": "A command poll's nonce: 16 random bytes, hex, used once."},
     "adminToken": {"type": "http", "scheme": "bearer",
                    "description": "central.admin_token from the central's config."},
 }
@@ -179,9 +196,12 @@ INFO: dict[str, Any] = {
     "description": (
         "Receives events from Mashang Edge gateways and hands them commands. Gateways sign "
         "every request: X-Mashang-Signature is the hex HMAC-SHA256, under the gateway's own "
-        "key, of X-Mashang-Timestamp, a newline and the raw body (empty for GET). A bad "
-        "signature, a timestamp more than 300 s away, an unknown gateway or a replayed "
-        "request is answered 401 and changes nothing."
+        "key, of X-Mashang-Timestamp, a newline and the raw body. A command poll is signed "
+        "the v1.1 way instead: over X-Mashang-Timestamp, a newline, X-Mashang-Nonce (16 "
+        "random bytes, hex, used once), a newline and 'GET ' with the path and query as sent. "
+        "A bad signature, a timestamp more than 300 s away, an unknown gateway, a v1 poll or a "
+        "replayed request is answered 401 and changes nothing. Every command served carries "
+        "`sig`, the central's Ed25519 signature over its canonical JSON (PROTOCOL §6)."
     ),
 }
 

@@ -3,8 +3,9 @@
 `import FILE` takes a JSON file (a whole registry, replacing the current one) or a CSV file
 (one row per button: device_id,name,phone,household,building,room[,primary_butler,
 backup_butler], merged into the current registry: rows replace buttons of the same device_id,
-a new building is created from its first row, which must then name its primary butler).
-Either way the version goes up by one, and the file `{data_dir}/registry.json` is replaced
+a new building is created from its first row, which must then name its primary butler), or
+the `issued.csv` that `mashang codes issue` writes (its stalls that the registry lacks are
+added). Either way the version goes up by one, and the file `{data_dir}/registry.json` is replaced
 atomically. A running central notices the new file within `central.registry_poll` seconds and
 queues `registry.replace` for every gateway; a stopped one does so when it starts.
 """
@@ -23,10 +24,11 @@ from pydantic import ValidationError
 
 from cloud_bridge.config import CentralConfig
 from cloud_bridge.console.accounts import DUTY_ACCOUNT
+from cloud_bridge.issuing.keys import MANIFEST_FIELDS
 from cloud_bridge.registry.file import RegistryFile
 from mashang.codes import parse_keyring
 from mashang.config import describe_errors, load_config
-from mashang.registry import Building, Button, Registry, Resident
+from mashang.registry import Building, Button, Registry, Resident, Stall
 
 CSV_COLUMNS = (
     "device_id",
@@ -52,9 +54,12 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str = "registry") -
     actions = registry.add_subparsers(dest="registry_command", required=True, metavar="COMMAND")
 
     importing = actions.add_parser(
-        "import", help="replace the registry (JSON) or merge buttons into it (CSV)"
+        "import",
+        help="replace the registry (JSON), or merge buttons (CSV) or issued stalls into it",
     )
-    importing.add_argument("file", type=Path, help="a .json registry or a .csv of buttons")
+    importing.add_argument(
+        "file", type=Path, help="a .json registry, a .csv of buttons, or an issued.csv"
+    )
     importing.add_argument("--config", type=Path, required=True, help="the central's TOML")
     importing.set_defaults(func=_run_import)
 
@@ -83,7 +88,8 @@ def _run_import(args: argparse.Namespace) -> int:
     store.replace(updated)
     print(
         f"registry version {updated.version}: {len(updated.buttons)} buttons,"
-        f" {len(updated.buildings)} buildings, {len(updated.butlers)} butlers"
+        f" {len(updated.buildings)} buildings, {len(updated.butlers)} butlers,"
+        f" {len(updated.stalls)} stalls"
         f" → {config.registry_path}"
     )
     return 0
@@ -129,7 +135,7 @@ def imported(current: Registry, path: Path) -> Registry:
             new = Registry.model_validate_json(text)
             version = max(new.version, current.version + 1)
         elif suffix == ".csv":
-            new = merge_csv(current, text)
+            new = (merge_issued if _is_issued_csv(text) else merge_csv)(current, text)
             version = current.version + 1
         else:
             raise ImportProblem("expected a .json or a .csv file")
@@ -170,6 +176,45 @@ def merge_csv(registry: Registry, text: str) -> Registry:
     return registry.model_copy(
         update={"buttons": list(buttons.values()), "buildings": list(buildings.values())}
     )
+
+
+def _is_issued_csv(text: str) -> bool:
+    header = next(csv.reader(io.StringIO(text)), [])
+    return "kind" in header and "url" in header
+
+
+def merge_issued(registry: Registry, text: str) -> Registry:
+    """The stalls of an `issued.csv` that the registry does not know, added (a later row of
+    the same stall wins). A stall already registered stays as it is: its placard was printed
+    from the registry. Households are left out: their building and room are not in the file."""
+    reader = csv.DictReader(io.StringIO(text))
+    missing = [name for name in MANIFEST_FIELDS if name not in (reader.fieldnames or [])]
+    if missing:
+        raise ImportProblem(
+            f"this issued.csv lacks {', '.join(missing)}: an older mashang wrote it; issue the "
+            "stalls again to get one that names them"
+        )
+    registered = {stall.id for stall in registry.stalls}
+    stalls = {stall.id: stall for stall in registry.stalls}
+    for line, row in enumerate(reader, start=2):
+        cell = {name: (row.get(name) or "").strip() for name in MANIFEST_FIELDS}
+        if cell["kind"] not in ("stall", "household"):
+            raise ImportProblem(
+                f"line {line}: kind {cell['kind']!r} is neither stall nor household"
+            )
+        if cell["kind"] == "household" or cell["id"] in registered:
+            continue
+        try:
+            stalls[cell["id"]] = Stall(
+                id=cell["id"],
+                name=cell["name"],
+                number=cell["number"] or None,
+                zone=cell["zone"],
+                hours=cell["hours"],
+            )
+        except ValidationError as exc:
+            raise ImportProblem(f"line {line}: {describe_errors(exc)}") from exc
+    return registry.model_copy(update={"stalls": list(stalls.values())})
 
 
 def _building(known: Building | None, cell: dict[str, str], line: int) -> Building:

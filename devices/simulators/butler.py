@@ -1,8 +1,8 @@
 """A simulated butler: the console API as the butler's page uses it.
 
 It logs in (session cookie and CSRF token), follows the live stream of server-sent events,
-and acknowledges or resolves alerts; the demo plays a butler with it, and the tests use it to
-check what a butler may see and do.
+and acknowledges or resolves alerts (resolving with a reason, as the page asks); the demo
+plays a butler with it, and the tests use it to check what a butler may see and do.
 """
 
 from __future__ import annotations
@@ -89,11 +89,16 @@ class ConsoleClient:
     def get(self, path: str) -> Answer:
         return request(f"{self.base}{path}", headers=self.headers(), source=self.source)
 
-    def post(self, path: str, *, csrf: bool = True) -> Answer:
-        return request(f"{self.base}{path}", "POST", b"{}", self.headers(csrf), source=self.source)
+    def post(self, path: str, body: bytes = b"{}", *, csrf: bool = True) -> Answer:
+        return request(f"{self.base}{path}", "POST", body, self.headers(csrf), source=self.source)
 
-    def act(self, alert_id: str, action: str) -> Answer:
-        return self.post(f"/v1/console/alerts/{alert_id}/{action}")
+    def act(
+        self, alert_id: str, action: str, reason: str = "arrived", note: str | None = None
+    ) -> Answer:
+        """Acknowledge, or resolve with the reason the page's one tap sends (and a note)."""
+        said = {"reason": reason, "note": note} if action == "resolve" else {}
+        body = json.dumps(said, ensure_ascii=False).encode()
+        return self.post(f"/v1/console/alerts/{alert_id}/{action}", body)
 
     @contextmanager
     def stream(self) -> Iterator[LiveStream]:
@@ -136,7 +141,7 @@ class LiveStream:
         """Every alert the stream has carried, snapshot entries included, in order."""
         found = []
         for name, data, _ in list(self.events):
-            found.extend(data if name == "snapshot" else [data])
+            found.extend(data if name == "snapshot" else [data] if name == "alert" else [])
         return found
 
     def close(self) -> None:

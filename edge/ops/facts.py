@@ -2,22 +2,29 @@
 running gateway: handles and callbacks that the gateway hands in, never a stage itself.
 
 Nothing in `edge.ops` imports `edge.gateway`; whatever it may read or ask is listed here.
+`Report` turns what it knows into the facts the gateway tells the central (PROTOCOL §6).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import metadata
 from typing import Any, Protocol
 
-from edge.buffer.outbox import OutboxStats, OutboxUsage
+from edge.buffer.outbox import OutboxError, OutboxStats, OutboxUsage
 from edge.registry_store import RegistryStore
 from edge.sink.central import CentralHealth
 from edge.sink.uplink import UplinkCounts
+from mashang import wire
 from mashang.registry import Registry
 
-__all__ = ["BrokerState", "GatewayFacts"]
+__all__ = ["BrokerState", "GatewayFacts", "Report"]
+
+# How long the outbox's depth is reused before it is read again (see Report).
+REPORT_EVERY = 1.0
 
 
 class BrokerState(Protocol):
@@ -57,3 +64,45 @@ class GatewayFacts:
     # and tells the stages as after any commit (the LAN page's "handled here"). Raises
     # OutboxFull when it does not fit. On the commit thread only.
     record: Callable[[str, dict[str, Any]], None]
+
+
+def software_version() -> str | None:
+    try:
+        return metadata.version("mashang-edge")
+    except metadata.PackageNotFoundError:  # run from a tree that was never installed
+        return None
+
+
+class Report:
+    """The gateway facts sent with every batch and command poll: software version, outbox
+    depth per class, age of the oldest waiting alert, uptime.
+
+    Called on the loop for every batch: the outbox is read at most once every REPORT_EVERY
+    seconds (a read as cheap as the uplink's own `pending`), so a burst does not read it per
+    request. Never raises: an outbox that SQLite refuses is reported without its depth."""
+
+    def __init__(self, outbox_stats: Callable[[], OutboxStats],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._outbox_stats = outbox_stats
+        self._clock = clock
+        self._started = clock()
+        self._version = software_version()
+        self._read: tuple[float, OutboxStats | None] | None = None
+
+    def __call__(self) -> wire.GatewayFacts:
+        now = self._clock()
+        if self._read is None or now - self._read[0] >= REPORT_EVERY:
+            try:
+                self._read = (now, self._outbox_stats())
+            except OutboxError:
+                self._read = (now, None)
+        read_at, stats = self._read
+        oldest = stats.alerts.oldest_age if stats else None
+        return wire.GatewayFacts(
+            version=self._version,
+            outbox=wire.OutboxDepth(alert=stats.alerts.events, log=stats.logs.events)
+            if stats else None,
+            oldest_alert_waiting_s=None if oldest is None
+            else round(max(0.0, oldest + now - read_at), 3),  # a wall clock set back
+            uptime_s=round(now - self._started, 3),
+        )

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge.config import RulesSection
 from edge.events import Event, event_id, now
@@ -29,10 +29,12 @@ from edge.source.messages import (
     DeviceStatus,
     Scan,
 )
-from edge.transform.scans import ScanJudge
 from mashang.files import atomic_write
 from mashang.registry import Registry
 from mashang.wire import Kind, Priority
+
+if TYPE_CHECKING:
+    from edge.transform.scans import ScanJudge
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +134,7 @@ class Rules:
         self._clock = clock
         self._registry = registry
         self._registered = {button.device_id: button for button in registry.buttons}
-        self._judge = ScanJudge(registry)
+        self._judge: ScanJudge | None = None  # see _scan_judge
         self._state_path = state_path
         self._buttons: dict[str, ButtonState] = self._load_state()
         # Unregistered devices, least recently heard first: at most max_unregistered are kept,
@@ -152,7 +154,7 @@ class Rules:
     def replace_registry(self, registry: Registry) -> None:
         self._registry = registry
         self._registered = {button.device_id: button for button in registry.buttons}
-        self._judge = ScanJudge(registry)
+        self._judge = None
         self._watch_registered_buttons()
 
     def _watch_registered_buttons(self) -> None:
@@ -179,7 +181,7 @@ class Rules:
             if isinstance(payload, DeviceStatus):
                 return self._button_status(message, payload, state)
         if isinstance(payload, Scan):
-            return [self._scan(message, payload)]
+            return self._scan(message, payload)
         return [make_event(message, "log", f"{message.device_kind}.status", "low")]
 
     def _seen(self, device_id: str) -> ButtonState:
@@ -304,17 +306,32 @@ class Rules:
             },
         }
 
-    def _scan(self, message: DeviceMessage, scan: Scan) -> Event:
+    def _scan_judge(self) -> ScanJudge:
+        """Made at the first scan after each registry: the code verifier, and the cryptography
+        it loads (6 MB resident), are for gateways that have scanners."""
+        if self._judge is None:
+            from edge.transform.scans import ScanJudge
+
+            self._judge = ScanJudge(self._registry)
+        return self._judge
+
+    def _scan(self, message: DeviceMessage, scan: Scan) -> list[Event]:
+        """The scan's own event (what the scanner hears), and a violation's alert beside it."""
         scanner = self._registry.scanner(message.device_id or "")
         # A scanner that says what it scans for is believed; otherwise its registered role.
         if "purpose" in message.fields or scanner is None:
             purpose = scan.purpose
         else:
             purpose = scanner.purpose
-        verdict = self._judge.judge(message.device_id or "", scan.code, purpose,
-                                    message.received_at)
-        return make_event(message, verdict.kind, verdict.event_type, verdict.priority,
-                          {"purpose": purpose, **verdict.data()})
+        verdict = self._scan_judge().judge(message.device_id or "", scan.code, purpose,
+                                           message.received_at)
+        events = [make_event(message, verdict.kind, verdict.event_type, verdict.priority,
+                             {"purpose": purpose, **verdict.data()})]
+        if verdict.violation is not None:
+            data = {"purpose": purpose, "result": verdict.result, **verdict.violation}
+            events.append(make_event(message, "alert", "stall.violation", "high", data,
+                                     primary=False))
+        return events
 
     def _rejected(self, message: DeviceMessage) -> Event:
         event = make_event(message, "log", "gateway.rejected", "normal")

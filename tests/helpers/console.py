@@ -23,8 +23,22 @@ from aiohttp import web
 
 from devices.simulators import butler
 from devices.simulators.butler import Answer, LiveStream, request  # noqa: F401
-from mashang.signing import signed_headers
-from tests.helpers.support import ADMIN_TOKEN, GATEWAY_ID, GATEWAY_KEY, Central, mashang, wait_for
+from mashang.signing import (
+    COMMAND_SIGNATURE,
+    command_refusal,
+    parse_public_key,
+    signed_headers,
+    signed_poll_headers,
+)
+from tests.helpers.support import (
+    ADMIN_TOKEN,
+    COMMAND_KEY,
+    GATEWAY_ID,
+    GATEWAY_KEY,
+    Central,
+    mashang,
+    wait_for,
+)
 
 PASSWORD = "correct horse battery"
 
@@ -228,14 +242,23 @@ def ingest(central: Central, events: list[dict[str, Any]]) -> dict:
     return answer.body
 
 
-def poll_commands(central: Central, after: str = "", wait: int = 0) -> dict:
-    headers = signed_headers(GATEWAY_ID, GATEWAY_KEY.encode(), b"")
+def poll_commands(
+    central: Central, after: str = "", wait: int = 0, *, signed_by: str = COMMAND_KEY
+) -> dict:
+    """A page of the gateway's commands, each checked to carry the signature of `signed_by`
+    (PROTOCOL §6) and returned without it, as the gateway acts on them."""
+    target = f"/v1/gateways/{GATEWAY_ID}/commands?after={after}&wait={wait}"
+    headers = signed_poll_headers(GATEWAY_ID, GATEWAY_KEY.encode(), target)
     answer = request(
-        f"{central.url}/v1/gateways/{GATEWAY_ID}/commands?after={after}&wait={wait}",
+        f"{central.url}{target}",
         headers=headers,
         timeout=wait + 10,
     )
     assert answer.status == 200, (answer.status, answer.body)
+    key = parse_public_key(signed_by)
+    for command in answer.body["commands"]:
+        assert command_refusal(key, command) is None, command
+        del command[COMMAND_SIGNATURE]
     return answer.body
 
 
