@@ -6,12 +6,13 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AnyHttpUrl, Field, SecretStr
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
 
 from edge.downlink.indicator_config import IndicatorsSection
 from edge.source.adapters import AdaptersSection
 from mashang.config import ConfigError, Listening, Seconds, Section
 from mashang.config import load_config as load_any_config
+from mashang.signing import parse_public_key
 
 __all__ = ["CENTRAL_KEY_ENV", "ConfigError", "GatewayConfig", "load_config"]
 
@@ -33,7 +34,8 @@ class MqttSection(Section):
     keepalive: int = Field(default=30, ge=5, le=3600)
     # The broker keeps our session (and the presses queued for it) this long while we are away.
     session_expiry: int = Field(default=7 * 24 * 3600, ge=60)
-    # How many unacked messages the broker may send us at once: the largest group commit.
+    # How many unacked messages the broker may send at once (Mosquitto sends more: the
+    # gateway bounds what it holds on its own, edge.transform.pipeline).
     receive_maximum: int = Field(default=1000, ge=1, le=65535)
     ca_file: Path | None = None
     reconnect_min: Seconds = 0.5
@@ -43,6 +45,9 @@ class MqttSection(Section):
 class CentralSection(Section):
     url: AnyHttpUrl
     key: SecretStr | None = Field(default=None, min_length=1)
+    # The public key the central signs its commands with (base64, `mashang central
+    # command-key` prints it). Unset: only `feedback` commands are taken (PROTOCOL §6).
+    command_key: str | None = None
     ca_file: Path | None = None
     timeout: Seconds = 10.0
     connect_timeout: Seconds = 5.0
@@ -53,6 +58,13 @@ class CentralSection(Section):
     # this long of its return. The command poll probes as often; logs back off to backoff_max.
     alert_retry: Seconds = 1.0
     poll_wait: int = Field(default=25, ge=0, le=120)
+
+    @field_validator("command_key")
+    @classmethod
+    def _a_public_key(cls, text: str | None) -> str | None:
+        if text is not None:
+            parse_public_key(text)  # its ValueError names what is wrong
+        return text
 
     @property
     def base_url(self) -> str:

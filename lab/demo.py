@@ -102,8 +102,13 @@ class Demo:
         self.folder = folder
         self.tally = Tally()
         self.broker = Broker(folder / "broker")
-        self.central = Central(folder / "central")
-        self.gateway = Gateway(folder / "gateway", self.broker.port, self.central.url)
+        # The central makes its command signing key as an installed one does; the gateway is
+        # given its public key the way docs/install.md says, from `mashang central command-key`.
+        self.central = Central(folder / "central", command_signing_key=None)
+        command_key = self.run_cli("central", "command-key", "--config",
+                                   str(self.central.config)).strip()
+        self.gateway = Gateway(folder / "gateway", self.broker.port, self.central.url,
+                               command_key=command_key)
         self.heard: list[tuple[float, str, dict]] = []
         self.devices: list[SimulatedDevice] = []
         self.butler = ConsoleClient(self.central.url)
@@ -130,14 +135,16 @@ class Demo:
         self.say(f"  central on {self.central.url} (butler console at {self.central.url}/console/)")
         self.gateway.start()
         wait_for(self.gateway_has_registry, 20, what="the registry to reach the gateway")
-        self.say("  gateway ready; the registry reached it from the central (registry.replace)")
+        self.say("  gateway ready; the registry reached it from the central (registry.replace,"
+                 " signed by the central's command key)")
         self.say(f"  all up in {time.monotonic() - started:.1f} s")
 
-    def run_cli(self, *args: str, stdin: str | None = None) -> None:
+    def run_cli(self, *args: str, stdin: str | None = None) -> str:
         result = subprocess.run(mashang(*args), input=stdin, capture_output=True, text=True,
                                 timeout=60)
         if result.returncode != 0:
             raise RuntimeError(f"mashang {' '.join(args[:2])} failed: {result.stderr.strip()}")
+        return result.stdout
 
     def gateway_has_registry(self) -> bool:
         path = self.gateway.data_dir / REGISTRY_FILE

@@ -20,9 +20,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from mashang.signing import public_key_text
+
 ADMIN_TOKEN = "test-admin-token"
 GATEWAY_ID = "gw-test"
 GATEWAY_KEY = "test-gateway-key"
+# The lab central's command signing key, and its public half that the lab gateway trusts.
+COMMAND_SIGNING_KEY = "6d617368616e67206c616220636f6d6d616e64207369676e696e67206b657921"
+COMMAND_KEY = public_key_text(
+    Ed25519PrivateKey.from_private_bytes(bytes.fromhex(COMMAND_SIGNING_KEY)).public_key()
+)
 
 
 def free_port() -> int:
@@ -122,16 +131,22 @@ def mashang(*args: str) -> list[str]:
 
 
 class Central(Process):
-    def __init__(self, folder: Path, port: int | None = None, extra: str = "") -> None:
+    """`command_signing_key=None`: the central makes its own on first start, as installed."""
+
+    def __init__(self, folder: Path, port: int | None = None, extra: str = "",
+                 command_signing_key: str | None = COMMAND_SIGNING_KEY) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         folder.mkdir(parents=True, exist_ok=True)
         self.config = folder / "central.toml"
+        signing = (f'command_signing_key = "{command_signing_key}"\n'
+                   if command_signing_key else "")
         self.config.write_text(
             "[central]\n"
             f'data_dir = "{folder}"\n'
             f'listen = "127.0.0.1:{self.port}"\n'
             f'admin_token = "{ADMIN_TOKEN}"\n'
+            f"{signing}"
             f"{extra}\n"
             "[gateways]\n"
             f'{GATEWAY_ID} = "{GATEWAY_KEY}"\n'
@@ -165,6 +180,7 @@ class Gateway(Process):
         extra: str = "",
         sections: dict[str, str] | None = None,
         key: str = GATEWAY_KEY,
+        command_key: str | None = COMMAND_KEY,
     ) -> None:
         self.http_port = free_port()
         folder.mkdir(parents=True, exist_ok=True)
@@ -184,6 +200,7 @@ class Gateway(Process):
             "[central]\n"
             f'url = "{central_url}"\n'
             f'key = "{key}"\n'
+            f"{f'command_key = {json.dumps(command_key)}' if command_key else ''}\n"
             "timeout = 2.0\n"
             "backoff_min = 0.05\n"
             "backoff_max = 1.0\n"

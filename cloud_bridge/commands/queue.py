@@ -72,7 +72,7 @@ class CommandQueue:
         self._gateways = gateways
         self._signals: dict[str, asyncio.Event] = {}
         self.closing = False
-        db.schema(SCHEMA)
+        db.migrate("commands", [SCHEMA])
 
     # -- the registry snapshot ---------------------------------------------------------------
 

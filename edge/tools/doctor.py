@@ -1,8 +1,9 @@
 """`mashang doctor --config FILE`: is this gateway set up to work, and if not, what to do.
 
 Each check does the real thing, as the gateway would: an MQTT login and subscription at the
-broker, a signed request to the central (an empty signed GET of the commands endpoint with
-`wait=0`: 200 with a valid key, 401 otherwise), the central's clock from its `Date` header,
+broker, a signed request to the central (a command poll with `wait=0`, signed the v1.1 way as
+the downlink signs it: 200 with a valid key, 401 otherwise; the commands it brings are checked
+against `central.command_key`), the central's clock from its `Date` header,
 the free space under the data directory against the outbox's cap, and the registry and its
 public keys as the gateway would load them. Every finding is printed with its fix. Exit code
 0 only when nothing failed (warnings are printed, and pass).
@@ -38,7 +39,13 @@ from edge.registry_store import describe as describe_registry_problem
 from edge.sink.central import ssl_context
 from edge.words import describe_os_error
 from mashang.registry import Registry
-from mashang.signing import MAX_SKEW_SECONDS, Refusal, signed_headers
+from mashang.signing import (
+    MAX_SKEW_SECONDS,
+    Refusal,
+    command_refusal,
+    parse_public_key,
+    signed_poll_headers,
+)
 from mashang.topics import subscriptions
 
 if TYPE_CHECKING:
@@ -222,7 +229,8 @@ def check_central(config: GatewayConfig, timeout: float) -> Iterator[Finding]:
                    "mashang sh -c 'set -a; . /etc/mashang/gateway.env; exec mashang doctor "
                    "--config /etc/mashang/gateway.toml'`; or set central.key")
         return
-    request = urllib.request.Request(url, headers=signed_headers(gateway_id, key, b""))
+    target = f"{urllib.parse.urlsplit(url).path}?{query}"
+    request = urllib.request.Request(url, headers=signed_poll_headers(gateway_id, key, target))
     try:
         context = ssl_context(config.central.ca_file) if base.startswith("https") else None
     except (OSError, ssl.SSLError) as exc:
@@ -277,6 +285,7 @@ def judge_reply(config: GatewayConfig, base: str, status: int, date: str | None,
             valid = False
         if valid:
             yield ok("central key", f"the central accepts our signature as {gateway_id}")
+            yield command_key_finding(config, page["commands"])
         else:
             yield fail("central key", f"HTTP 200 but not a command page: {excerpt(body)}",
                        "is central.url the Mashang central, not some other web server?")
@@ -296,6 +305,29 @@ def judge_reply(config: GatewayConfig, base: str, status: int, date: str | None,
     elif status < 500 and status != 404:
         yield fail("central key", f"unexpected HTTP {status}: {excerpt(body)}",
                    "check central.url and the central's version")
+
+
+COMMAND_KEY_FIX = ("set central.command_key in the gateway's TOML to what `mashang central "
+                   "command-key --config CENTRAL.toml` prints at the central, then restart the "
+                   "gateway")
+
+
+def command_key_finding(config: GatewayConfig, commands: list[Any]) -> Finding:
+    """Whether the gateway can trust the central's commands (PROTOCOL §6), judged on those the
+    poll brought, if any."""
+    if config.central.command_key is None:
+        return warn("command key", "central.command_key is not set: the gateway takes only "
+                                   "feedback commands; registry updates and placard "
+                                   "revocations from the central are refused", COMMAND_KEY_FIX)
+    key = parse_public_key(config.central.command_key)  # the config's validation checked it
+    refused = [reason for command in commands if isinstance(command, dict)
+               and (reason := command_refusal(key, command)) is not None]
+    if refused:
+        return fail("command key", f"{len(refused)} of the central's {len(commands)} waiting "
+                                   f"commands fail central.command_key ({refused[0]}): the "
+                                   "gateway refuses them", COMMAND_KEY_FIX)
+    checked = f"; the {len(commands)} waiting commands verify" if commands else ""
+    return ok("command key", f"central.command_key is set{checked}")
 
 
 def clock_finding(date: str | None, local: float) -> Finding:

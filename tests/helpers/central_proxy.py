@@ -12,7 +12,9 @@ answer back. A test can arm it, once, for the next `POST /v1/ingest`:
     arm("after_answer", action)     forward it, write the central's answer to the gateway, then
                                     run action at once: racing the gateway's outbox delete
 
-It can also serve TLS (`ssl_context=`), which makes it a TLS front for a plain-HTTP central.
+It can also serve TLS (`ssl_context=`), which makes it a TLS front for a plain-HTTP central,
+and play a man in the middle of the downlink: `tamper_commands(change)` passes every command
+poll's answer through `change` (the page as JSON, changed in place) until `tamper_commands(None)`.
 It runs its own event loop in a background thread, so tests stay plain synchronous code.
 """
 
@@ -28,6 +30,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
 MODES = ("before_forward", "after_central", "after_answer")
@@ -61,6 +64,7 @@ class CentralProxy:
         self._session: aiohttp.ClientSession | None = None
         self._lock = threading.Lock()
         self._armed: Armed | None = None
+        self._tamper: Callable[[dict], None] | None = None
         self.ingests: list[Seen] = []
 
     @property
@@ -98,6 +102,10 @@ class CentralProxy:
         with self._lock:
             self._armed = armed
         return armed
+
+    def tamper_commands(self, change: Callable[[dict], None] | None) -> None:
+        with self._lock:
+            self._tamper = change
 
     def disarm(self) -> None:
         with self._lock:
@@ -140,6 +148,12 @@ class CentralProxy:
                 self.ingests.append(Seen(None, fault=armed.mode))
             return web.json_response({"error": "the gateway was killed"}, status=503)
         status, headers, answer = await self._forward(request, body)
+        with self._lock:
+            tamper = self._tamper
+        if tamper is not None and status == 200 and request.path.endswith("/commands"):
+            page = json.loads(answer)
+            tamper(page)
+            answer = json.dumps(page, ensure_ascii=False).encode()
         if is_ingest:
             seen = Seen(status, fault=armed.mode if armed else None)
             if status == 200:
@@ -162,7 +176,9 @@ class CentralProxy:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
         try:
             async with self._session.request(
-                request.method, f"{self.backend}{request.path_qs}", data=body, headers=headers
+                # The target as it came, not re-quoted: a poll's signature covers it (§6).
+                request.method, URL(f"{self.backend}{request.raw_path}", encoded=True),
+                data=body, headers=headers
             ) as answer:
                 payload = await answer.read()
                 keep = {k: v for k, v in answer.headers.items()

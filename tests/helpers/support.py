@@ -12,6 +12,7 @@ import pytest
 
 from lab.processes import (  # noqa: F401  (re-exported for the tests)
     ADMIN_TOKEN,
+    COMMAND_KEY,
     GATEWAY_ID,
     GATEWAY_KEY,
     Broker,
