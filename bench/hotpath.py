@@ -9,6 +9,7 @@ it does not move with the other load on the machine as much as wall-clock figure
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -82,8 +83,13 @@ def measure(kind: str, count: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object, {kind: {step: µs}} (the bench reads it)")
     args = parser.parse_args()
     measure("heartbeat", 2000)  # warm up
+    if args.json:
+        print(json.dumps({kind: measure(kind, args.messages) for kind in ("heartbeat", "press")}))
+        return
     print(f"CPU µs per message ({args.messages:,} messages, commits of {GROUP}):")
     print(f"{'':<10}" + "".join(f"{step:>9}" for step in
                                  ("parse", "rules", "encode", "commit", "total")))

@@ -32,8 +32,18 @@ def mosquitto_pub() -> str:
     return found
 
 
-def status_line(seq: int) -> str:
-    return f'{{"state":"online","battery":87,"rssi":-70,"seq":{seq}}}'
+def status_line(seq: int, clock: int | None = None) -> str:
+    """A heartbeat; given a device clock's start (ms since the epoch), stamped with the
+    device's own `ts` as well, one ms after the one before, so that no two of a device's
+    heartbeats share a moment (peers that key telemetry by time, as ThingsBoard does, keep
+    one value per device and moment)."""
+    if clock is None:
+        return f'{{"state":"online","battery":87,"rssi":-70,"seq":{seq}}}'
+    return f'{{"state":"online","battery":87,"rssi":-70,"seq":{seq},"ts":{clock + seq}}}'
+
+
+def device_clock() -> int:
+    return int(time.time() * 1000)
 
 
 def status_topic(device: str) -> str:
@@ -43,16 +53,19 @@ def status_topic(device: str) -> str:
 class Publishers:
     """N `mosquitto_pub -l` processes, each a device of its own, `total` messages in all."""
 
-    def __init__(self, folder: Path, port: int, total: int, tag: str, processes: int = 10):
+    def __init__(self, folder: Path, port: int, total: int, tag: str, processes: int = 10,
+                 stamped: bool = False, prefix: list[str] | None = None):
         folder.mkdir(parents=True, exist_ok=True)
         self.port = port
         self.total = total
+        self.prefix = prefix or []  # e.g. taskset, to keep them off the measured core
         self.jobs: list[tuple[str, Path]] = []
+        clock = device_clock() if stamped else None
         for index in range(processes):
             count = total // processes + (1 if index < total % processes else 0)
             device = f"{tag}-{index:02d}"
             source = folder / f"{device}.txt"
-            source.write_text("".join(status_line(seq) + "\n" for seq in range(count)))
+            source.write_text("".join(status_line(seq, clock) + "\n" for seq in range(count)))
             self.jobs.append((status_topic(device), source))
         self.procs: list[subprocess.Popen] = []
 
@@ -62,8 +75,8 @@ class Publishers:
         for topic, source in self.jobs:
             with source.open("rb") as stdin:
                 self.procs.append(subprocess.Popen(
-                    [mosquitto_pub(), "-h", "127.0.0.1", "-p", str(self.port), "-q", "1",
-                     "-t", topic, "-l"],
+                    [*self.prefix, mosquitto_pub(), "-h", "127.0.0.1", "-p", str(self.port),
+                     "-q", "1", "-t", topic, "-l"],
                     stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                 ))
         return started
@@ -88,9 +101,10 @@ class Publishers:
 class PacedPublisher:
     """One `mosquitto_pub -l` fed `rate` heartbeats a second through a pipe, in 10 ms steps."""
 
-    def __init__(self, port: int, rate: float, device: str) -> None:
+    def __init__(self, port: int, rate: float, device: str, stamped: bool = False) -> None:
         self.rate = rate
         self.sent = 0
+        self._clock = device_clock() if stamped else None
         self._stop = threading.Event()
         self._proc = subprocess.Popen(
             [mosquitto_pub(), "-h", "127.0.0.1", "-p", str(port), "-q", "1",
@@ -108,7 +122,8 @@ class PacedPublisher:
         while not self._stop.is_set():
             due = int((time.monotonic() - started) * self.rate)
             if due > self.sent:
-                lines = "".join(status_line(seq) + "\n" for seq in range(self.sent, due))
+                lines = "".join(status_line(seq, self._clock) + "\n"
+                                for seq in range(self.sent, due))
                 try:
                     self._proc.stdin.write(lines.encode())
                     self._proc.stdin.flush()

@@ -3,11 +3,13 @@
 The broker, the reference central and the gateway are the lab's wrappers (lab/processes.py),
 so that the bench starts them exactly as the tests and an operator do. The broker gets a
 configuration of its own (no queue limit: a benchmark must not lose messages to the broker's
-per-client cap), and the no-op receiver and Node-RED are started here.
+per-client cap), and the no-op receiver and the peers (Node-RED, the ThingsBoard IoT Gateway
+with its emulated ThingsBoard) are installed and started here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -34,11 +36,16 @@ from tests.helpers.support import (
 
 REPO = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+_FAMILIES: dict[int, tuple[float, list[int]]] = {}
 
 
 class BenchError(Exception):
     """A figure could not be measured: the harness says why instead of a number."""
+
+
+class InstallError(BenchError):
+    """A peer could not be installed (no network to its registry, no npm): it is not
+    measured, and the bench goes on with the others."""
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.02) -> Any:
@@ -76,18 +83,75 @@ def http_json(url: str, method: str = "GET", timeout: float = 10.0) -> Any:
 # -- /proc -------------------------------------------------------------------------------------
 
 
+def _stat_fields(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/stat") as handle:
+        # The command name may hold spaces: the fields we want follow its closing parenthesis.
+        return handle.read().rsplit(")", 1)[1].split()
+
+
+def family(pid: int) -> list[int]:
+    """The process and every process below it: a program that forks helpers (a second
+    process for its commits, a peer's workers) is measured whole. Looked up again at most
+    once a second (it reads every process's stat), so that sampling stays cheap."""
+    known = _FAMILIES.get(pid)
+    if known and time.monotonic() - known[0] < 1.0:
+        return known[1]
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                parent = int(_stat_fields(int(entry))[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    _FAMILIES[pid] = (time.monotonic(), found)
+    return found
+
+
+def _status_kb(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith(field):
+                return int(line.split()[1]) * 1024
+    return 0  # a zombie has no memory left
+
+
+def _family_sum(pid: int, field: str) -> int:
+    total = _status_kb(pid, field)
+    for child in family(pid)[1:]:
+        with contextlib.suppress(OSError):
+            total += _status_kb(child, field)
+    return total
+
+
 def rss_bytes(pid: int) -> int:
-    """Resident set size now (VmRSS)."""
-    with open(f"/proc/{pid}/statm") as handle:
-        return int(handle.read().split()[1]) * PAGE_BYTES
+    """Resident set size now (VmRSS of /proc/PID/status), the process and its children
+    added up (so a shared library's pages count once for each of them)."""
+    return _family_sum(pid, "VmRSS:")
+
+
+def anon_bytes(pid: int) -> int:
+    """The anonymous part of that (RssAnon: the heap, what no other process shares)."""
+    return _family_sum(pid, "RssAnon:")
 
 
 def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time the process has used so far."""
-    with open(f"/proc/{pid}/stat") as handle:
-        # The command name may hold spaces: the fields we want follow its closing parenthesis.
-        fields = handle.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    """User plus system CPU time the process and its living children have used so far."""
+    total = 0.0
+    for member in family(pid):
+        try:
+            fields = _stat_fields(member)
+        except OSError:
+            if member == pid:
+                raise
+            continue
+        total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return total
 
 
 def cpu_share(pid: int, seconds: float) -> float:
@@ -110,6 +174,8 @@ class Broker(Process):
         conf = folder / "mosquitto.conf"
         conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
+            # As root, mosquitto drops to its own user, which could not write its persistence.
+            f"{'user root' if os.geteuid() == 0 else ''}\n"
             "allow_anonymous true\n"
             "persistence true\n"
             f"persistence_location {folder}/\n"
@@ -156,6 +222,41 @@ def start_timed(gateway: Gateway, timeout: float = 30.0) -> float:
 
     wait_until(healthy, timeout, "the gateway's /healthz", interval=0.005)
     return time.monotonic() - started
+
+
+def received_count(gateway: Gateway) -> int:
+    """Messages the gateway has received from devices, by its own counter: the sum of the
+    mashang_messages_received_total series on its /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{gateway.http_port}/metrics",
+                                timeout=5) as response:
+        text = response.read().decode()
+    if "# TYPE mashang_messages_received" not in text:
+        raise BenchError("the gateway's /metrics has no mashang_messages_received counter")
+    # No series yet until the first message arrives (its labels are not known before).
+    return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("mashang_messages_received_total")))
+
+
+def taskset_prefix(cores: str = "0") -> list[str]:
+    """What runs a command on these cores only, threads and children included (util-linux)."""
+    taskset = shutil.which("taskset")
+    if taskset is None:
+        raise BenchError("taskset is not installed (util-linux): needed for the pinned figures")
+    return [taskset, "-c", cores]
+
+
+def elsewhere() -> list[str]:
+    """For the pinned figures' broker, publishers and receiver: every core but core 0, which
+    the measured process has to itself (on a Raspberry Pi the broker and the system run on
+    the other cores too). Nothing on a single-core machine."""
+    count = os.cpu_count() or 1
+    return taskset_prefix(f"1-{count - 1}") if count > 1 else []
+
+
+def pin(process: Process, prefix: list[str] | None = None) -> Process:
+    """Start the process on core 0 only (or under `prefix`): a single core of a board."""
+    process.argv = [*(taskset_prefix() if prefix is None else prefix), *process.argv]
+    return process
 
 
 def start_central(folder: Path, port: int | None = None) -> Central:
@@ -258,20 +359,21 @@ class Receiver(Process):
 
 # -- Node-RED ------------------------------------------------------------------------------------
 
+# The peers are installed once into a cache folder outside the repository.
+CACHE = Path(os.environ.get("MASHANG_BENCH_CACHE", Path.home() / ".cache/mashang-bench"))
 NODE_RED_VERSION = "4"
-NODE_RED_HOME = Path(os.environ.get("MASHANG_BENCH_CACHE", Path.home() / ".cache/mashang-bench"))
 PEER_DIR = REPO / "bench" / "peers" / "node-red"
 
 
 def node_red_script() -> Path:
     """Install node-red@4 into the cache folder (outside the repository) once; its red.js."""
-    home = NODE_RED_HOME / "node-red"
+    home = CACHE / "node-red"
     script = home / "node_modules" / "node-red" / "red.js"
     if script.exists():
         return script
     npm = shutil.which("npm")
     if npm is None or shutil.which("node") is None:
-        raise BenchError("Node.js and npm are needed for the Node-RED peer (apt-get install npm)")
+        raise InstallError("Node.js and npm are needed for the Node-RED peer (apt-get install npm)")
     home.mkdir(parents=True, exist_ok=True)
     manifest = home / "package.json"
     if not manifest.exists():
@@ -282,7 +384,8 @@ def node_red_script() -> Path:
         cwd=home, capture_output=True, text=True, timeout=600,
     )
     if result.returncode != 0 or not script.exists():
-        raise BenchError(f"npm install node-red@{NODE_RED_VERSION} failed: {result.stderr[-500:]}")
+        raise InstallError(f"npm install node-red@{NODE_RED_VERSION} failed (is the package "
+                           f"registry reachable?): {result.stderr[-500:]}")
     return script
 
 
@@ -306,21 +409,127 @@ class NodeRed(Process):
         super().__init__("node-red", argv, folder, env=env)
 
     def start(self) -> None:
+        before = len(self.output())  # a restart appends to the same log
         super().start()
-        wait_until(lambda: self._connected(), 60, "Node-RED to connect to the broker",
+        wait_until(lambda: self._connected(before), 60, "Node-RED to connect to the broker",
                    interval=0.1)
 
-    def _connected(self) -> bool:
+    def _connected(self, since: int) -> bool:
         if not self.running():
             raise BenchError(f"Node-RED exited:\n{self.output()[-2000:]}")
-        return "Connected to broker" in self.output()
+        return "Connected to broker" in self.output()[since:]
 
     def version(self) -> str:
-        manifest = NODE_RED_HOME / "node-red" / "node_modules" / "node-red" / "package.json"
+        manifest = CACHE / "node-red" / "node_modules" / "node-red" / "package.json"
         try:
             return json.loads(manifest.read_text())["version"]
         except (OSError, ValueError, KeyError):
             return "?"
+
+
+# -- the ThingsBoard IoT Gateway -------------------------------------------------------------------
+
+THINGSBOARD_VERSION = "3.8.5"
+THINGSBOARD_DIR = REPO / "bench" / "peers" / "thingsboard"
+
+
+def _install_step(argv: list[str], what: str) -> None:
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+    except subprocess.TimeoutExpired:
+        raise InstallError(f"{what}: still running after 900 s") from None
+    if result.returncode != 0:
+        lines = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()]
+        # pip's own verdict is its last ERROR line; what comes before is noise.
+        detail = next((line for line in reversed(lines) if line.startswith("ERROR")),
+                      lines[-1] if lines else f"exit status {result.returncode}")
+        raise InstallError(f"{what} failed (is the package registry reachable?): {detail}")
+
+
+def thingsboard_home() -> Path:
+    """Install thingsboard-gateway into a venv of its own in the cache folder (outside the
+    repository) once, with pip from the package registry; the venv's folder."""
+    venv = CACHE / "thingsboard-gateway" / "venv"
+    stamp = venv / f".installed-{THINGSBOARD_VERSION}"
+    if stamp.exists():
+        return venv
+    if not (venv / "bin" / "python").exists():
+        _install_step([sys.executable, "-m", "venv", str(venv)], f"python -m venv {venv}")
+    _install_step([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
+                   "--disable-pip-version-check", f"thingsboard-gateway=={THINGSBOARD_VERSION}"],
+                  f"pip install thingsboard-gateway=={THINGSBOARD_VERSION} into {venv}")
+    stamp.touch()
+    return venv
+
+
+class EmulatedThingsBoard(Process):
+    """ThingsBoard as the gateway sees it: a second Mosquitto (its MQTT transport) and
+    bench.thingsboard, which answers the session-limits request and counts the telemetry."""
+
+    def __init__(self, folder: Path) -> None:
+        self.broker = Broker(folder / "broker")
+        self.port = self.broker.port
+        self.control_port = free_port()
+        self._control = f"http://127.0.0.1:{self.control_port}"
+        argv = [sys.executable, "-m", "bench.thingsboard", "--broker-port", str(self.port),
+                "--control-port", str(self.control_port)]
+        super().__init__("thingsboard-server", argv, folder, env={"PYTHONPATH": str(REPO)})
+
+    def start(self) -> None:
+        self.broker.start()
+        super().start()
+        wait_until(lambda: listening(self.control_port), 20, "the emulated ThingsBoard")
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        try:
+            return super().terminate(timeout)
+        finally:
+            stop(self.broker)
+
+    def stats(self) -> dict[str, Any]:
+        return http_json(f"{self._control}/stats")
+
+    def reset(self) -> None:
+        http_json(f"{self._control}/reset", "POST")
+
+    def refuse(self) -> None:
+        """ThingsBoard goes away: its broker stops (keeping what it holds on disk)."""
+        stop(self.broker)
+
+    def recover(self) -> None:
+        self.broker.start()
+
+
+class ThingsBoardGateway(Process):
+    """The ThingsBoard IoT Gateway as shipped (its own `thingsboard-gateway` command and
+    logging configuration), with bench/peers/thingsboard/'s configuration: the MQTT connector
+    on the community broker, SQLite storage, the emulated ThingsBoard upstream."""
+
+    def __init__(self, folder: Path, broker_port: int, server_port: int) -> None:
+        venv = thingsboard_home()
+        config = folder / "config"
+        config.mkdir(parents=True, exist_ok=True)
+        (folder / "logs").mkdir(exist_ok=True)
+        main = json.loads((THINGSBOARD_DIR / "tb_gateway.json").read_text())
+        main["thingsboard"]["port"] = server_port
+        (config / "tb_gateway.json").write_text(json.dumps(main, indent=2))
+        connector = json.loads((THINGSBOARD_DIR / "mqtt.json").read_text())
+        connector["broker"]["port"] = broker_port
+        (config / "mqtt.json").write_text(json.dumps(connector, indent=2))
+        shipped = next(venv.glob("lib/python*/site-packages/thingsboard_gateway/config"))
+        shutil.copy(shipped / "logs.json", config / "logs.json")
+        super().__init__("thingsboard-gateway", [str(venv / "bin" / "thingsboard-gateway")],
+                         folder, env={"TB_GW_CONFIG_DIR": str(config)})
+
+    def start(self) -> None:
+        # Its storage (./data/) and its log files (./logs/) are relative to where it runs.
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
+                                     env=self.env, cwd=self.folder)
+        log.close()
+
+    def version(self) -> str:
+        return THINGSBOARD_VERSION
 
 
 def kill_quietly(process: subprocess.Popen) -> None:

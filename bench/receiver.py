@@ -2,9 +2,11 @@
 
 It does as little as a receiver can while staying honest: it checks the gateway's signature
 (PROTOCOL §3) and answers the ids it got; it counts Node-RED's one-message posts by the
-device and sequence number they carry. It stores nothing, so that it is never what limits a
-throughput figure. A control listener on a second port answers the bench: counts, and
-refuse/recover (stop listening on the main port, then listen again) for the outage figures.
+device and sequence number they carry, and the gateway's heartbeats (`button.status`) the
+same way, so that lost and doubled heartbeats are counted alike for both. It stores nothing,
+so that it is never what limits a throughput figure. A control listener on a second port
+answers the bench: counts, and refuse/recover (stop listening on the main port, then listen
+again) for the outage figures.
 
     python -m bench.receiver --port P --control-port C --key K --gateway-id G
 """
@@ -22,6 +24,26 @@ from aiohttp import web
 from mashang.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, check_signature
 
 
+class Tally:
+    """Heartbeats by device and sequence number, whoever sent them: per device, how many
+    distinct ones arrived, how many arrivals in all (doubles included), and when the last new
+    one came. The bench sums the devices of one run, so that nothing else sent (a readiness
+    probe, a gateway's own events) is counted with it."""
+
+    def __init__(self) -> None:
+        self.seen: set[tuple[str, object]] = set()
+        self.devices: dict[str, list] = {}  # device -> [distinct, arrivals, last new (unix s)]
+
+    def add(self, keys: list[tuple[str, object]]) -> None:
+        for key in keys:
+            entry = self.devices.setdefault(str(key[0]), [0, 0, None])
+            entry[1] += 1
+            if key not in self.seen:
+                self.seen.add(key)
+                entry[0] += 1
+                entry[2] = time.time()
+
+
 class State:
     def __init__(self, key: bytes, gateway_id: str) -> None:
         self.key = key
@@ -31,6 +53,7 @@ class State:
     def reset(self) -> None:
         self.ids: set[str] = set()
         self.peer: set[str] = set()
+        self.heartbeats = Tally()
         self.requests = 0
         self.refused_signatures = 0
         self.first: float | None = None
@@ -46,6 +69,7 @@ class State:
         return {
             "ingest_events": len(self.ids),
             "peer_events": len(self.peer),
+            "heartbeats": self.heartbeats.devices,
             "requests": self.requests,
             "refused_signatures": self.refused_signatures,
             "first": self.first,
@@ -62,7 +86,10 @@ def main_app(state: State) -> web.Application:
         if reason:
             state.refused_signatures += 1
             return web.json_response({"error": reason}, status=401)
-        ids = [event["id"] for event in json.loads(body)["events"]]
+        events = json.loads(body)["events"]
+        ids = [event["id"] for event in events]
+        state.heartbeats.add([(event.get("device_id"), event["data"].get("seq"))
+                              for event in events if event.get("type") == "button.status"])
         before = len(state.ids)
         state.ids.update(ids)
         state.arrived(len(state.ids) - before)
@@ -76,6 +103,8 @@ def main_app(state: State) -> web.Application:
             key = f"{message.get('device_id')}:{message.get('data', {}).get('seq')}"
         except (ValueError, AttributeError):
             return web.json_response({"error": "not JSON"}, status=400)
+        if message.get("type") == "buttons.status":
+            state.heartbeats.add([(message.get("device_id"), message.get("data", {}).get("seq"))])
         before = len(state.peer)
         state.peer.add(key)
         state.arrived(len(state.peer) - before)

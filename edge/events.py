@@ -11,7 +11,7 @@ from typing import Any
 
 from mashang.wire import Kind, Priority, event_id
 
-__all__ = ["Event", "event_id", "isoformat", "now"]
+__all__ = ["Event", "event_id", "isoformat", "moment", "now"]
 
 # One encoder for every event: json.dumps with options builds a new one per call.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
@@ -32,7 +32,11 @@ def _local_zone(stamp: float) -> tzinfo | None:
 
 def now() -> datetime:
     """The time now, in the system's time zone (as `datetime.now().astimezone()`)."""
-    stamp = time.time()
+    return moment(time.time())
+
+
+def moment(stamp: float) -> datetime:
+    """A unix time as now() gives it: in the system's time zone."""
     return datetime.fromtimestamp(stamp, _local_zone(stamp))
 
 

@@ -4,12 +4,14 @@
       ▲                                                                            │
       └──── feedback ◀──────────────── downlink (long-poll) ◀──────────────────────┘
 
-Ingest runs on paho's network thread, the pipeline on its own commit thread, and the uplink,
-downlink, fallback and HTTP listener on the asyncio loop of the main thread.
+The broker connection runs in a process of its own (the MQTT process, see edge.source.mqtt);
+ingest parses on its `mqtt-in` thread, the pipeline runs on its own commit thread, and the
+uplink, downlink, fallback and HTTP listener on the asyncio loop of the main thread.
 
-Every stage is supervised: if the commit thread, the uplink, the downlink or the fallback ends
-while the gateway is not stopping, the gateway says why, turns /healthz to 503 at once, stops
-in order (what was received is committed) and exits 1, for systemd to start it again.
+Every stage is supervised: if the MQTT process, the commit thread, the uplink, the downlink or
+the fallback ends while the gateway is not stopping, the gateway says why, turns /healthz to
+503 at once, stops in order (what was received is committed) and exits 1, for systemd to
+start it again.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from edge.downlink.indicators import Indicators
 from edge.downlink.poll import Downlink
 from edge.events import Event
 from edge.instance import CannotStart, claim_instance
-from edge.ops.facts import GatewayFacts
+from edge.ops.facts import GatewayFacts, Report
 from edge.ops.http import make_status_app, start_site
 from edge.ops.operations import Operations
 from edge.registry_store import RegistryStore
@@ -50,8 +52,11 @@ OUTBOX_FILE = "outbox.sqlite"
 REGISTRY_FILE = "registry.json"
 DEVICES_FILE = "devices.json"
 CURSOR_FILE = "downlink.cursor"
+# glibc's mallopt parameter for the number of malloc arenas (malloc.h).
+M_ARENA_MAX = -8
 BUTTON_FEEDBACK = {"button.press", "button.repeat"}
-SCANNER_FEEDBACK = {"scan.accepted", "scan.rejected", "stall.violation", "visit.checkin"}
+# A stall's violation is an alert beside its scan's `scan.rejected`: the scanner hears that one.
+SCANNER_FEEDBACK = {"scan.accepted", "scan.rejected", "visit.checkin"}
 
 
 class Gateway:
@@ -78,8 +83,11 @@ class Gateway:
         if set_aside:  # started with no registry: ask the central for the whole of it
             Downlink.reset_cursor(data_dir / CURSOR_FILE)
         self.rules = Rules(config.rules, registry, data_dir / DEVICES_FILE)
+        # What the gateway tells the central of itself with each batch and poll (PROTOCOL §6).
+        report = Report(self.outbox.stats)
         self.uplink = Uplink(
-            config.central, config.outbox, self.outbox, gateway_id=config.gateway.id, key=key
+            config.central, config.outbox, self.outbox, gateway_id=config.gateway.id, key=key,
+            facts=report,
         )
         self.ingest = Ingest(
             config.mqtt,
@@ -87,6 +95,7 @@ class Gateway:
             topic_root=config.gateway.topic_root,
             deliver=self._received,
             adapters=config.adapters,
+            on_failure=self._failed_elsewhere,
         )
         # The lights, sirens and speakers buttons name in the registry (docs/indicators.md).
         self.indicators = Indicators(
@@ -101,7 +110,6 @@ class Gateway:
             ack=self.ingest.ack,
             on_committed=self._committed,
             on_failure=self._failed_elsewhere,
-            max_group=config.mqtt.receive_maximum,
             tick_interval=config.rules.tick_interval,
         )
         self.downlink = Downlink(
@@ -113,6 +121,7 @@ class Gateway:
             revoke_code=self._revoke_code,
             alert_resolved=self._alert_resolved,
             cursor_path=data_dir / CURSOR_FILE,
+            facts=report,
         )
         self.central_health = CentralHealth()
         # The central's return, seen by any request (the command poll's, a batch), ends the
@@ -152,9 +161,11 @@ class Gateway:
 
     # -- hand-offs between stages -----------------------------------------------------------
 
-    def _received(self, received: Received) -> None:
-        self.ops.received(received.messages)
-        self.pipeline.submit(received)
+    def _received(self, batch: list[Received]) -> None:
+        """On ingest's thread: waits while the pipeline holds all it may take."""
+        for received in batch:
+            self.ops.received(received.messages)
+        self.pipeline.submit(batch)
 
     def _committed(self, events: list[Event]) -> None:
         """On the commit thread, right after the commit: tell the uplink and the devices."""
@@ -214,7 +225,7 @@ class Gateway:
         self._stop.set()
 
     def _failed_elsewhere(self, reason: str) -> None:
-        """From another thread (the commit thread)."""
+        """From another thread (the commit thread, ingest's)."""
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._failed, reason)
 
@@ -287,6 +298,18 @@ class Gateway:
         self.instance.release()
 
 
+def one_malloc_arena() -> None:
+    """glibc gives each thread that allocates an arena of its own, and each keeps what it once
+    held: 0.3 to 1 MB a thread after the first burst (bench/NOTES.md). One arena for all, as
+    MALLOC_ARENA_MAX=1 would; before any thread starts. Elsewhere than glibc, nothing."""
+    import ctypes
+
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    if mallopt is not None:
+        mallopt(M_ARENA_MAX, 1)
+
+
 def run_gateway(config: GatewayConfig, config_path: Path | None = None,
                 log_level: str | None = None) -> int:
+    one_malloc_arena()
     return asyncio.run(Gateway(config, config_path, log_level).run())

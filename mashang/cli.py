@@ -28,6 +28,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "codes": ("cloud_bridge.issuing.cli", "signing keys and placard/household codes"),
     "registry": ("cloud_bridge.registry.admin", "the central's registry: import, export, keys"),
     "butler": ("cloud_bridge.console.butler_admin", "butlers' console accounts"),
+    "report": ("cloud_bridge.report.cli",
+               "a month's readiness report: calls, drills, response times, faults (PDF, charts)"),
+    "drill": ("cloud_bridge.drills.cli",
+              "schedule a drill press for a button (演练), list or cancel drills"),
+    "office": ("cloud_bridge.console.butler_admin", "street office accounts (its view: /office/)"),
+    "visits": ("cloud_bridge.visits.cli",
+               "a month's visits per butler: residents living alone, last visit, visits"),
     "simulate": ("devices.simulators.run", "simulated devices publishing over MQTT"),
     "demo": ("lab.demo", "the whole loop on this machine, with a report (from a clone)"),
 }

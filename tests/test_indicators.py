@@ -10,13 +10,13 @@ import heapq
 import itertools
 import json
 import threading
+import time
 import wave
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -26,8 +26,10 @@ from edge.config import GatewayConfig, MqttSection
 from edge.downlink.feedback import Feedback
 from edge.downlink.indicator_config import IndicatorsSection
 from edge.downlink.indicators import Due, Indicators, TimerThread
+from edge.source import link
 from edge.source.adapters import AdaptersSection
 from edge.source.mqtt import Ingest, Received
+from edge.source.mqtt_process import uncovered
 from mashang.config import parse_toml
 from mashang.registry import Button, Indicator, Registry, Resident
 from mashang.topics import CLIPS
@@ -618,26 +620,22 @@ def test_indicators_can_be_turned_off() -> None:
 
 
 def test_ingest_watches_state_topics_and_subscribes_only_to_uncovered_ones() -> None:
-    delivered: list[Received] = []
-    ingest = Ingest(MqttSection(), client_id="t", topic_root=ROOT, deliver=delivered.append,
+    delivered: list[Received | None] = []
+    ingest = Ingest(MqttSection(), client_id="t", topic_root=ROOT, deliver=delivered.extend,
                     adapters=AdaptersSection())
     observed: list[tuple[str, bytes]] = []
     topics = ["zigbee2mqtt/hall-light", "zigbee2mqtt/flat3/hall light",
               "shellies/shelly1-A4CF12F45402/relay/1"]
     ingest.watch(topics, lambda topic, payload: observed.append((topic, payload)))
-    extra = [t for t in ingest._topics() if t not in ingest._device_topics()]
+    extra = uncovered(ingest.device_topics(), topics)
     # zigbee2mqtt/+ (unlisted devices' presses) already brings the one-level name.
     assert extra == ["zigbee2mqtt/flat3/hall light", "shellies/shelly1-A4CF12F45402/relay/1"]
-    for topic, payload in ((topics[0], b'{"state":"ON"}'), (topics[2], b"on")):
-        message = mqtt.MQTTMessage(mid=7, topic=topic.encode())
-        message.payload = payload
-        message.qos = 1
-        ingest._on_message(ingest._client, None, message)
+    for seq, (topic, payload) in enumerate(((topics[0], b'{"state":"ON"}'), (topics[2], b"on"))):
+        delivered.append(ingest._received(link.Message(seq, time.time(), False, topic, payload)))
     assert observed == [(topics[0], b'{"state":"ON"}'), (topics[2], b"on")]
     # Acked in order like any message; a light's state is no event, nor a rejection.
-    assert [(r.messages, r.mid) for r in delivered] == [((), 7), ((), 7)]
-    ingest.watch([], lambda topic, payload: None)
-    assert ingest._topics() == ingest._device_topics()
+    assert [(r.messages, r.seq) for r in delivered if r] == [((), 0), ((), 1)]
+    assert uncovered(ingest.device_topics(), topics[:1]) == []
 
 
 def test_the_timer_thread_runs_due_actions_and_skips_cancelled_ones() -> None:

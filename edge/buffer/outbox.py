@@ -96,6 +96,12 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 LOG_ROWS = f"class = {int(EventClass.LOG)}"
 INSERT = "INSERT OR IGNORE INTO outbox (id, class, created, body) VALUES (?, ?, ?, ?)"
 
+# KiB of pages each connection caches (SQLite's default is 2,000): memory that fills with the
+# first burst and stays. Half the default costs the writer's inserts ~1 µs an event while an
+# outbox fills to 100,000 (a quarter, ~2 µs; bench/NOTES.md); the reader reads the rows just
+# committed.
+WRITER_CACHE_KIB = 1024
+READER_CACHE_KIB = 256
 # Evict down to this share of the cap, so that one eviction buys room for many commits.
 EVICT_TO = 0.9
 # Space left free on the outbox's filesystem, counting pages free inside the file: SQLite's WAL
@@ -166,7 +172,13 @@ class DeadLetter:
 
 
 class Outbox:
-    """Thread-safe: the commit thread puts, the uplink leases and acks."""
+    """Thread-safe: the commit thread puts, the uplink leases and acks.
+
+    Two connections to the file: the writer (puts, deletes, eviction, under `_lock`) and a
+    reader (leases, peeks, depth, under `_read_lock`). WAL lets the reader see every committed
+    transaction without waiting for the writer, so an alert is leased while a group of logs is
+    still being fsynced. `_leased` belongs to the reader's side: an acked row leaves it only
+    after its delete has committed, so no lease can see the row again and find it free."""
 
     def __init__(self, path: Path, *, max_bytes: int, log_ttl: float,
                  usage: OutboxUsage | None = None) -> None:
@@ -176,19 +188,27 @@ class Outbox:
         self.log_ttl = log_ttl
         self.usage = usage or OutboxUsage()
         self._lock = threading.Lock()
+        self._read_lock = threading.Lock()
         self._leased: set[int] = set()
-        try:
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
-                                       timeout=30)
-        except sqlite3.Error as exc:
-            raise OutboxError(f"{path}: {exc}") from exc
+        self._db = self._connect(path)
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
             self._db.executescript(SCHEMA)
             self._page_size: int = self._db.execute("PRAGMA page_size").fetchone()[0]
+            self._reader = self._connect(path)
+            self._reader.execute(f"PRAGMA cache_size=-{READER_CACHE_KIB}")
         except sqlite3.Error as exc:
             self._db.close()  # let go of the file: open_checked may move it aside
+            raise OutboxError(f"{path}: {exc}") from exc
+
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        try:
+            return sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                                   timeout=30)
+        except sqlite3.Error as exc:
             raise OutboxError(f"{path}: {exc}") from exc
 
     @classmethod
@@ -224,7 +244,8 @@ class Outbox:
         return outbox, replaced
 
     def close(self) -> None:
-        with self._lock, sqlite_errors():
+        with self._lock, self._read_lock, sqlite_errors():
+            self._reader.close()
             self._db.close()
 
     # -- writing ---------------------------------------------------------------------------
@@ -314,8 +335,8 @@ class Outbox:
 
     def lease(self, klass: EventClass, limit: int) -> list[Leased]:
         """The oldest events of a class not already in flight, oldest first."""
-        with self._lock, sqlite_errors():
-            rows = self._db.execute(
+        with self._read_lock, sqlite_errors():
+            rows = self._reader.execute(
                 "SELECT seq, id, body FROM outbox WHERE class = ? ORDER BY seq LIMIT ?",
                 (klass, limit + len(self._leased)),
             ).fetchall()
@@ -325,8 +346,8 @@ class Outbox:
 
     def peek(self, klass: EventClass, limit: int) -> list[Leased]:
         """The oldest events of a class, leased or not, for display: nothing changes."""
-        with self._lock, sqlite_errors():
-            rows = self._db.execute(
+        with self._read_lock, sqlite_errors():
+            rows = self._reader.execute(
                 "SELECT seq, id, body FROM outbox WHERE class = ? ORDER BY seq LIMIT ?",
                 (klass, limit),
             ).fetchall()
@@ -339,11 +360,11 @@ class Outbox:
             self._transaction(
                 lambda db: db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
             )
-            self._leased.difference_update(seqs)
+        self.release(seqs)
 
     def release(self, seqs: Iterable[int]) -> None:
-        """Not sent after all: leave them for the next lease."""
-        with self._lock, sqlite_errors():
+        """Not sent after all (or deleted): leave them for the next lease."""
+        with self._read_lock:
             self._leased.difference_update(seqs)
 
     def dead_letter(self, item: Leased, reason: str, status: int | None) -> None:
@@ -357,20 +378,25 @@ class Outbox:
 
         with self._lock, sqlite_errors():
             self._transaction(park)
-            self._leased.discard(item.seq)
+        self.release([item.seq])
 
     # -- inspection ------------------------------------------------------------------------
 
     def pending(self, klass: EventClass) -> int:
-        with self._lock, sqlite_errors():
-            return self._depth_locked()[klass].events
+        """Events of a class held, in flight or not (the depth table: no count is run)."""
+        with self._read_lock, sqlite_errors():
+            rows = self._reader.execute("SELECT events FROM depth WHERE class = ?",
+                                        (klass,)).fetchall()
+        return int(rows[0][0]) if rows else 0
 
     def stats(self) -> OutboxStats:
-        with self._lock, sqlite_errors():
-            depth = self._depth_locked()
-            dead = self._db.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+        """Read on the reader's side: never waits for a commit (the gateway's facts read it on
+        the loop, the metrics on every scrape)."""
+        with self._read_lock, sqlite_errors():
+            depth = self._depth_locked(self._reader)
+            dead = self._reader.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
             return OutboxStats(depth[EventClass.ALERT], depth[EventClass.LOG], dead,
-                               self._used_bytes(), self.max_bytes)
+                               self._used_bytes(self._reader), self.max_bytes)
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         with self._lock, sqlite_errors():
@@ -385,19 +411,22 @@ class Outbox:
             verdict: str = self._db.execute("PRAGMA integrity_check").fetchone()[0]
             return verdict
 
-    def _depth_locked(self) -> dict[EventClass, ClassDepth]:
+    def _depth_locked(self, db: sqlite3.Connection | None = None) -> dict[EventClass, ClassDepth]:
+        """Through `db` (the writer by default), whose lock the caller holds."""
+        db = db or self._db
         result = {}
-        for number, events, size in self._db.execute("SELECT class, events, bytes FROM depth"):
+        for number, events, size in db.execute("SELECT class, events, bytes FROM depth").fetchall():
             klass = EventClass(number)
-            oldest = self._db.execute(
+            oldest = db.execute(
                 "SELECT created FROM outbox WHERE class = ? ORDER BY seq LIMIT 1", (klass,)
             ).fetchone()
             result[klass] = ClassDepth(events, size, time.time() - oldest[0] if oldest else None)
         return result
 
-    def _used_bytes(self) -> int:
-        pages: int = self._db.execute("PRAGMA page_count").fetchone()[0]
-        free: int = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+    def _used_bytes(self, db: sqlite3.Connection | None = None) -> int:
+        db = db or self._db
+        pages: int = db.execute("PRAGMA page_count").fetchone()[0]
+        free: int = db.execute("PRAGMA freelist_count").fetchone()[0]
         return (pages - free) * self._page_size
 
     def _transaction(self, work: Callable[[sqlite3.Connection], Result]) -> Result:

@@ -42,26 +42,28 @@ class DeviceBoard:
         self._remembered = remembered
 
     def committed(self, events: Iterable[Event]) -> None:
-        for event in events:
-            if event.device_id is None or event.type.startswith("gateway."):
-                continue
-            data = event.data
-            with self._lock:
-                entry = self._devices.setdefault(event.device_id, {})
-                self._devices.move_to_end(event.device_id)
-                while len(self._devices) > self._remembered:
-                    self._devices.popitem(last=False)
-                entry["kind"] = "scanner" if event.type.startswith(("scan.", "stall.", "visit.",
-                                                                     "scanner.")) else "button"
-                entry["last_event"] = event.type
-                entry["heard"] = event.received_at.timestamp()
-                battery = data.get("battery")
-                if isinstance(battery, int | float) and not isinstance(battery, bool):
-                    entry["battery"] = battery
-                for name in SIGNAL_FIELDS:
-                    value = data.get(name)
-                    if isinstance(value, int | float) and not isinstance(value, bool):
-                        entry["signal"] = f"{name} {value}"
+        with self._lock:  # once for the group, not once an event
+            for event in events:
+                if event.device_id is not None and not event.type.startswith("gateway."):
+                    self._heard(event.device_id, event)
+
+    def _heard(self, device_id: str, event: Event) -> None:
+        entry = self._devices.setdefault(device_id, {})
+        self._devices.move_to_end(device_id)
+        while len(self._devices) > self._remembered:
+            self._devices.popitem(last=False)
+        entry["kind"] = "scanner" if event.type.startswith(("scan.", "stall.", "visit.",
+                                                             "scanner.")) else "button"
+        entry["last_event"] = event.type
+        entry["heard"] = event.received_at.timestamp()
+        data = event.data
+        battery = data.get("battery")
+        if isinstance(battery, int | float) and not isinstance(battery, bool):
+            entry["battery"] = battery
+        for name in SIGNAL_FIELDS:
+            value = data.get(name)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                entry["signal"] = f"{name} {value}"
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         with self._lock:

@@ -83,19 +83,30 @@ class Metrics:
         # Labels known up front appear at zero, so a dashboard sees them before the first one.
         for outcome in ("ok", "refused", "error", "failed"):
             self.uplink_latency.labels(outcome)
+        # The counters' children by their labels: `labels()` takes a lock and validates its
+        # arguments on every call, as much as the rest of counting a message.
+        self._children: dict[tuple[Counter, tuple[str, ...]], Counter] = {}
 
     # -- fed by the gateway --------------------------------------------------------------------
 
     def received(self, message: DeviceMessage) -> None:
         """Any thread: one MQTT message arrived."""
-        self.messages.labels(message.device_kind or "unknown", message.channel or "unknown").inc()
+        self._child(self.messages, message.device_kind or "unknown",
+                    message.channel or "unknown").inc()
 
     def committed(self, events: Iterable[Event]) -> None:
         """Commit thread: these events are on disk."""
         for event in events:
-            self.events.labels(event.type, event.kind).inc()
+            self._child(self.events, event.type, event.kind).inc()
             if event.type == "gateway.rejected":
-                self.rejected.labels(reason_label(event.data.get("reason"))).inc()
+                self._child(self.rejected, reason_label(event.data.get("reason"))).inc()
+
+    def _child(self, counter: Counter, *labels: str) -> Counter:
+        key = (counter, labels)
+        child = self._children.get(key)
+        if child is None:  # two threads may both make it: labels() gives them the same one
+            child = self._children[key] = counter.labels(*labels)
+        return child
 
     def watch(self, facts: GatewayFacts) -> None:
         self.registry.register(GatewayCollector(facts))

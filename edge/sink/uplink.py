@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -29,6 +30,7 @@ from edge.events import isoformat, now
 from edge.sink.central import Backoff, Transient, parse_retry_after
 from mashang.answers import Answer, classify
 from mashang.signing import signed_headers
+from mashang.wire import GatewayFacts
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +76,14 @@ class Streak:
         return ended
 
 
-def batch_body(gateway_id: str, events: list[Leased]) -> bytes:
-    """The request body, joined from the stored event JSON without decoding it again."""
+def batch_body(gateway_id: str, events: list[Leased], facts: GatewayFacts | None = None) -> bytes:
+    """The request body, joined from the stored event JSON without decoding it again, with the
+    gateway's facts (PROTOCOL §6) when there are any."""
     head = f'{{"gateway_id":"{gateway_id}","sent_at":"{isoformat(now())}","events":['.encode()
-    return head + b",".join(item.body for item in events) + b"]}"
+    tail = b"]}"
+    if facts is not None:
+        tail = b'],"gateway":' + facts.model_dump_json(exclude_none=True).encode() + b"}"
+    return head + b",".join(item.body for item in events) + tail
 
 
 class Uplink:
@@ -89,8 +95,10 @@ class Uplink:
         *,
         gateway_id: str,
         key: bytes,
+        facts: Callable[[], GatewayFacts] | None = None,
     ) -> None:
         self._central = central
+        self._facts = facts
         self._outbox_config = outbox_config
         self._outbox = outbox
         self._gateway_id = gateway_id
@@ -107,8 +115,9 @@ class Uplink:
         # The central's Retry-After holds for both senders and for any wake-up: no request
         # before this monotonic time.
         self._not_before = 0.0
-        # The previous log batch's delete, still running while the next batch is posted.
-        self._log_ack: asyncio.Future[None] | None = None
+        # Each class's previous batch's delete, still running while the next batch is posted.
+        self._acks: dict[EventClass, asyncio.Future[None] | None] = {
+            EventClass.ALERT: None, EventClass.LOG: None}
         self._loop: asyncio.AbstractEventLoop | None = None
         self.counts = UplinkCounts()
 
@@ -153,10 +162,10 @@ class Uplink:
             wake.clear()
             if is_log:
                 await self._linger()
-            elif self._outbox.pending(EventClass.ALERT) == 0:
-                self._alerts_done.set()
-            batch = await asyncio.to_thread(self._outbox.lease, klass, limit)
+            batch = await self._lease(klass, limit)
             if not batch:
+                if not is_log:  # every alert was delivered (or is being deleted)
+                    self._alerts_done.set()
                 await wake.wait()
                 continue
             if not is_log:
@@ -187,6 +196,14 @@ class Uplink:
                     log.info("%s batch delivered after %d failed tries over %.0f s",
                              klass.label, failures, seconds)
 
+    async def _lease(self, klass: EventClass, limit: int) -> list[Leased]:
+        """Alerts are leased on the loop: a few rows read on the outbox's reader connection,
+        which no commit holds up, where a hop to a worker thread is what an alert would wait
+        for on a busy machine. Logs, hundreds of rows at a time, are read off the loop."""
+        if klass == EventClass.ALERT:
+            return self._outbox.lease(klass, limit)
+        return await asyncio.to_thread(self._outbox.lease, klass, limit)
+
     def _retry_delay(self, is_log: bool, backoff: Backoff, retry_after: float | None) -> float:
         """Logs back off exponentially; an alert tries again at the short fixed interval,
         however long the outage, so that it never waits long after the central's return.
@@ -200,7 +217,7 @@ class Uplink:
         """Logs wait for a full batch or the linger time, and always for the alerts."""
         if self._outbox.pending(EventClass.LOG) < self._outbox_config.log_batch_size:
             await asyncio.sleep(self._outbox_config.log_linger)
-        while self._outbox.pending(EventClass.ALERT) > 0:
+        if self._outbox.pending(EventClass.ALERT) > 0:  # the alert sender says when none waits
             self._alerts_done.clear()
             self._wake[EventClass.ALERT].set()
             await self._alerts_done.wait()
@@ -234,13 +251,11 @@ class Uplink:
         # (a proxy's, say) is retried rather than trusted.
         if status == 200:
             seqs = [item.seq for item in batch]
-            if klass == EventClass.LOG:
-                # Deleted while the next batch is leased and posted (its rows stay leased until
-                # then, so they are not sent again): a drain does not wait for each fsync.
-                await self._settle_log_ack()
-                self._log_ack = asyncio.ensure_future(self._ack(seqs))
-            else:
-                await self._ack(seqs)
+            # Deleted while the next batch is leased and posted (its rows stay leased until
+            # then, so they are not sent again): neither a drain nor the next alert waits for
+            # a delete's fsync.
+            await self._settle_ack(klass)
+            self._acks[klass] = asyncio.ensure_future(self._ack(seqs))
             self.counts.sent[klass] += len(batch)
             return
         if answer is Answer.REFUSED:
@@ -282,9 +297,9 @@ class Uplink:
             self._outbox.release(seqs)
             raise Transient(f"outbox could not let delivered events go: {exc}") from exc
 
-    async def _settle_log_ack(self) -> None:
-        """Wait for the previous log batch's delete (raising what it raised)."""
-        previous, self._log_ack = self._log_ack, None
+    async def _settle_ack(self, klass: EventClass) -> None:
+        """Wait for the class's previous batch's delete (raising what it raised)."""
+        previous, self._acks[klass] = self._acks[klass], None
         if previous is not None:
             await previous
 
@@ -294,7 +309,7 @@ class Uplink:
         """The central's status, the start of its answer, and its Retry-After if any."""
         while (wait := self._not_before - time.monotonic()) > 0:
             await asyncio.sleep(wait)
-        body = batch_body(self._gateway_id, batch)
+        body = batch_body(self._gateway_id, batch, self._facts() if self._facts else None)
         headers = signed_headers(self._gateway_id, self._key, body)
         headers["Content-Type"] = "application/json"
         timeout = aiohttp.ClientTimeout(

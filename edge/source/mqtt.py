@@ -1,48 +1,55 @@
 """Ingest: the MQTT side. Subscribes to the device topics and hands each message on, unacked.
 
-The broker keeps a persistent session for us (MQTT 5, clean_start=False, a session expiry),
-and paho runs with manual_ack: a message is acked only when the pipeline says its events are
-committed. Whatever was in flight at a crash is redelivered by the broker.
+The broker connection itself runs in a process of its own, the MQTT process
+(`edge.source.mqtt_process`, started here and fed over a pipe, `edge.source.link`): paho's
+packet handling, which costs as much interpreter time as all of the gateway's own work, then
+runs beside the gateway instead of taking turns with it for one interpreter lock. Here, the
+`mqtt-in` thread reads what the MQTT process hands over, parses each message and delivers it to
+the pipeline, still unacked; `ack(seq)` tells the MQTT process to ack every message up to
+`seq`, which it does in the order they came.
+
+The broker keeps a persistent session for us (MQTT 5, clean_start=False, a session expiry), so
+whatever was in flight when either process died is redelivered. Should the MQTT process end
+while the gateway runs, `on_failure` says so, and the gateway stops for its supervisor to
+start both again.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import socket
-import ssl
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-import paho.mqtt.client as mqtt
-from paho.mqtt.client import ConnectFlags, DisconnectFlags
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
+from pathlib import Path
+from typing import IO, Any
 
 from edge.config import MqttSection
-from edge.events import now
+from edge.events import moment
+from edge.source import link
 from edge.source.adapters import AdaptersSection, RepeatFilter, adapter_subscriptions, translate
 from edge.source.messages import DeviceMessage, parse_message
-from edge.words import describe_os_error
 from mashang.topics import subscriptions
 
 log = logging.getLogger(__name__)
 
-# MQTT 5 reason code of a DISCONNECT sent because another client took our client id.
-SESSION_TAKEN_OVER = 142
+PROCESS = "edge.source.mqtt_process"
+# Bytes read from the MQTT process at once: the messages parsed before the batch is handed on.
+READ_SIZE = 8192
+# Seconds the MQTT process gets to send its last acks and disconnect when the gateway stops.
+CLOSE_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True, slots=True)
 class Received:
     """What one MQTT message carried (an adapter's native message may carry several, or none
-    worth an event) and the handle to ack it once committed."""
+    worth an event), and its number in arrival order: acks name the last committed one."""
 
     messages: tuple[DeviceMessage, ...]
-    mid: int
-    qos: int
+    seq: int
 
 
 class Ingest:
@@ -52,203 +59,188 @@ class Ingest:
         *,
         client_id: str,
         topic_root: str,
-        deliver: Callable[[Received], None],
+        deliver: Callable[[list[Received]], object],
         adapters: AdaptersSection | None = None,
+        on_failure: Callable[[str], None] = lambda reason: None,
     ) -> None:
         self._adapters = adapters or AdaptersSection(enabled=False)
         self._repeats = RepeatFilter()
         self._config = config
         self._root = topic_root
-        self._deliver = deliver
-        self._accepting = True
-        self.subscribed = threading.Event()
-        self._pending_subscription: int | None = None
         self._client_id = client_id
-        # Devices' state topics watched for the downlink's indicators (`watch`), and the ones
-        # of them no device filter above covers, subscribed to on their own.
+        self._deliver = deliver
+        self._on_failure = on_failure
+        self._accepting = True
+        self._closing = False
+        self.subscribed = threading.Event()
+        self._connected = False
+        # Devices' state topics watched for the downlink's indicators (`watch`).
         self._watched: frozenset[str] = frozenset()
-        self._watched_only: tuple[str, ...] = ()
+        self._watched_list: list[str] = []
         self._observe: Callable[[str, bytes], None] | None = None
-        # What is wrong with the broker connection now, if anything: logged once per change.
-        self._problem: str | None = None
-        self._client = self._make_client(client_id)
+        self._process: subprocess.Popen[bytes] | None = None
+        # Published before start() (the indicators ask their devices' states as they are
+        # made): sent once the MQTT process runs, which publishes them once connected.
+        self._early: list[bytes] = []
+        # Frames to the MQTT process come from the commit thread, the loop and the indicators'
+        # timers: one at a time.
+        self._write_lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, name="mqtt-in", daemon=True)
 
-    def _make_client(self, client_id: str) -> mqtt.Client:
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=mqtt.MQTTv5,
-            manual_ack=True,
-        )
-        config = self._config
-        if config.username:
-            password = config.password.get_secret_value() if config.password else None
-            client.username_pw_set(config.username, password)
-        if config.ca_file:
-            client.tls_set(ca_certs=str(config.ca_file), cert_reqs=ssl.CERT_REQUIRED)
-        # paho annotates the delays as int, but only compares, doubles and adds them to the
-        # monotonic clock: fractions of a second (reconnect_min defaults to 0.5) work as such.
-        client.reconnect_delay_set(
-            config.reconnect_min, config.reconnect_max  # type: ignore[arg-type]
-        )
-        client.on_connect = self._on_connect
-        client.on_connect_fail = self._on_connect_fail
-        client.on_disconnect = self._on_disconnect
-        client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
-        return client
-
-    def _topics(self) -> list[str]:
-        return self._device_topics() + list(self._watched_only)
-
-    def _device_topics(self) -> list[str]:
+    def device_topics(self) -> list[str]:
         return subscriptions(self._root) + adapter_subscriptions(self._adapters)
 
     def watch(self, topics: list[str], observe: Callable[[str, bytes], None]) -> None:
-        """Hand every message on these exact topics (indicators' states) to `observe` as well,
-        subscribing to those no device filter covers. Replaces the previous list."""
-        covered = self._device_topics()
-        only = tuple(t for t in dict.fromkeys(topics)
-                     if not any(mqtt.topic_matches_sub(f, t) for f in covered))
-        added = [t for t in only if t not in self._watched_only]
-        removed = [t for t in self._watched_only if t not in only]
+        """Hand every message on these exact topics (indicators' states) to `observe` as well;
+        the MQTT process subscribes to those no device filter covers. Replaces the list."""
         self._observe = observe
-        self._watched, self._watched_only = frozenset(topics), only
-        if self._client.is_connected():
-            if added:
-                self._client.subscribe([(topic, 1) for topic in added])
-            if removed:
-                self._client.unsubscribe(removed)
+        self._watched, self._watched_list = frozenset(topics), list(topics)
+        if self._process is not None:  # else the configuration carries them
+            self._send(link.json_frame(link.WATCH, self._watched_list))
 
     def start(self) -> None:
-        properties = Properties(PacketTypes.CONNECT)
-        properties.SessionExpiryInterval = self._config.session_expiry
-        properties.ReceiveMaximum = self._config.receive_maximum
-        self._client.connect_async(
-            self._config.host,
-            self._config.port,
-            keepalive=self._config.keepalive,
-            clean_start=False,
-            properties=properties,
+        # -S: no site module (its .pth files and what they import, 2 MB resident): the MQTT
+        # process is given this interpreter's path instead, and where `edge` lies.
+        path = [str(Path(__file__).resolve().parents[2]), *sys.path]
+        self._process = subprocess.Popen(
+            [sys.executable, "-S", "-m", PROCESS], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            bufsize=0, env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in path if p),
+                            "MALLOC_ARENA_MAX": "1"},  # as the gateway (edge.gateway)
         )
-        self._client.loop_start()
+        self._send(link.json_frame(link.CONFIG, self._process_config()))
+        for data in self._early:
+            self._send(data)
+        self._early.clear()
+        self._reader.start()
+
+    def _process_config(self) -> dict[str, Any]:
+        config = self._config
+        return {
+            "host": config.host, "port": config.port, "client_id": self._client_id,
+            "username": config.username,
+            "password": config.password.get_secret_value() if config.password else None,
+            "ca_file": str(config.ca_file) if config.ca_file else None,
+            "keepalive": config.keepalive, "session_expiry": config.session_expiry,
+            "receive_maximum": config.receive_maximum,
+            "reconnect_min": config.reconnect_min, "reconnect_max": config.reconnect_max,
+            "topics": self.device_topics(), "watched": self._watched_list,
+        }
 
     def stop_taking(self) -> None:
         """Messages that arrive from now on stay unacked: the broker keeps them for next time."""
         self._accepting = False
 
     def close(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
+        """The MQTT process sends the acks it was given, disconnects and ends."""
+        self._closing = True
+        process = self._process
+        if process is None:
+            return
+        with self._write_lock:
+            self._pipe_in(process).close()
+        try:
+            process.wait(CLOSE_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            log.warning("the MQTT process did not end within %.0f s: killed", CLOSE_TIMEOUT)
+            process.kill()
+            process.wait()
+        self._reader.join(CLOSE_TIMEOUT)
 
-    def ack(self, mid: int, qos: int) -> None:
-        if qos > 0:
-            self._client.ack(mid, qos)
+    def ack(self, seq: int) -> None:
+        """Every message up to `seq` is committed."""
+        self._send(link.ack_frame(seq))
 
     def publish(self, topic: str, payload: bytes) -> None:
         """Feedback to a device, at QoS 1 so that a button that was briefly away still gets it."""
-        self._client.publish(topic, payload, qos=1)
+        self._send(link.publish_frame(topic, payload))
 
     @property
     def connected(self) -> bool:
-        return self._client.is_connected()
+        return self._connected
 
-    # -- paho callbacks (paho's network thread) ---------------------------------------------
+    def _send(self, data: bytes) -> None:
+        with self._write_lock:
+            if self._process is None:
+                self._early.append(data)
+                return
+            pipe = self._pipe_in(self._process)
+            if pipe.closed:
+                return
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(pipe.fileno(), view):]
+            except OSError:
+                pass  # the MQTT process is gone: `mqtt-in` reads the end and says so
 
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: ConnectFlags,
-                    reason_code: ReasonCode, properties: Properties | None) -> None:
-        if reason_code.is_failure:
-            self._trouble(logging.ERROR, f"the broker {self._where()} refused the connection: "
-                          f"{reason_code} (check mqtt.username and mqtt.password); "
-                          f"{self._retrying()}")
-            return
-        self._problem = None
-        log.info(
-            "connected to broker %s:%s (session present: %s)",
-            self._config.host,
-            self._config.port,
-            flags.session_present,
-        )
-        # Renewed on every connect: a broker that lost its state must not leave us deaf.
-        result, mid = client.subscribe([(topic, 1) for topic in self._topics()])
-        if result == mqtt.MQTT_ERR_SUCCESS:
-            self._pending_subscription = mid
+    @staticmethod
+    def _pipe_in(process: subprocess.Popen[bytes]) -> IO[bytes]:
+        assert process.stdin is not None  # started with stdin=PIPE
+        return process.stdin
 
-    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int,
-                      reason_codes: list[ReasonCode], properties: Properties | None) -> None:
-        if mid != self._pending_subscription:
-            return
-        failed = [str(code) for code in reason_codes if code.is_failure]
-        if failed:
-            log.error("broker refused our subscriptions: %s", ", ".join(failed))
-            return
-        log.info("subscribed to %s", ", ".join(self._topics()))
-        self.subscribed.set()
+    # -- the mqtt-in thread -------------------------------------------------------------------
 
-    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        self._trouble(logging.WARNING, f"the broker {self._where()} is unreachable: "
-                      f"{self._why_unreachable()}; {self._retrying()}")
-
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: DisconnectFlags,
-                       reason_code: ReasonCode, properties: Properties | None) -> None:
-        self.subscribed.clear()
-        if not self._accepting:
-            return
-        if reason_code.value == SESSION_TAKEN_OVER:
-            self._trouble(logging.ERROR, f"another client connected to {self._where()} with our "
-                          f"client id {self._client_id!r} and took our session: is a second "
-                          "gateway running with the same gateway.id? Presses go to whichever "
-                          f"holds the session; {self._retrying()}")
-        else:
-            self._trouble(logging.WARNING, f"disconnected from broker {self._where()} "
-                          f"({reason_code}); {self._retrying()}")
-
-    def _trouble(self, level: int, problem: str) -> None:
-        """Log a connection problem when it is new: a broker down for an hour is one line."""
-        if problem != self._problem:
-            self._problem = problem
-            log.log(level, "%s", problem)
-
-    def _where(self) -> str:
-        return f"{self._config.host}:{self._config.port}"
-
-    def _retrying(self) -> str:
-        config = self._config
-        return (f"retrying after {config.reconnect_min:g} s, backing off to every "
-                f"{config.reconnect_max:g} s")
-
-    def _why_unreachable(self) -> str:
-        """paho does not say why a connection failed: one plain TCP attempt tells."""
+    def _read(self) -> None:
+        process = self._process
+        assert process is not None and process.stdout is not None  # started with stdout=PIPE
         try:
-            with socket.create_connection((self._config.host, self._config.port), timeout=2):
-                return "the TCP connection opens, but the MQTT handshake failed (TLS? port?)"
-        except OSError as exc:
-            return describe_os_error(exc)
+            self._take(process.stdout.fileno())
+        except Exception:
+            log.exception("reading from the MQTT process failed")
+        self._connected = False
+        self.subscribed.clear()
+        if not self._closing:
+            try:
+                status: int | str = process.wait(CLOSE_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                status = "still running"
+            self._on_failure(f"the MQTT process ended (exit status {status})")
 
-    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+    def _take(self, source: int) -> None:
+        frames = link.Frames()
+        while chunk := os.read(source, READ_SIZE):
+            batch: list[Received] = []
+            for kind, body in frames.feed(chunk):
+                if kind == link.MESSAGE:
+                    received = self._received(link.read_message(body))
+                    if received is not None:
+                        batch.append(received)
+                elif kind == link.STATE:
+                    state = json.loads(body)
+                    self._connected = state["connected"]
+                    if state["subscribed"]:
+                        self.subscribed.set()
+                    else:
+                        self.subscribed.clear()
+                elif kind == link.LOG:
+                    line = json.loads(body)
+                    log.log(line["level"], "%s", line["message"])
+            if batch:
+                self._deliver(batch)  # waits while the pipeline holds all it may
+
+    def _received(self, message: link.Message) -> Received | None:
         if not self._accepting:
-            return
-        received_at = now()
-        # paho declares bytes | bytearray; what it hands us is bytes, which bytes() returns as is.
-        payload = bytes(msg.payload)
-        watched = msg.topic in self._watched
+            return None
+        received_at = moment(message.received_at)
+        topic, payload = message.topic, message.payload
+        watched = topic in self._watched
         try:
             if watched and self._observe is not None:
-                self._observe(msg.topic, payload)
+                self._observe(topic, payload)
             messages = translate(
-                msg.topic, payload, received_at, self._adapters,
-                topic_root=self._root, retained=msg.retain, repeats=self._repeats,
+                topic, payload, received_at, self._adapters,
+                topic_root=self._root, retained=message.retain, repeats=self._repeats,
             )
             if messages is None:
-                messages = [] if watched else [parse_message(self._root, msg.topic, payload,
+                messages = [] if watched else [parse_message(self._root, topic, payload,
                                                              received_at)]
         except Exception as exc:
-            # A bug met by one message must not end paho's thread (every later press would
-            # go unheard): the message becomes a rejection, committed and acked like any.
-            log.exception("could not read a message on %s", msg.topic[:200])
-            messages = [DeviceMessage(msg.topic, None, None, None, payload, received_at,
+            # A bug met by one message must not end this thread (every later press would go
+            # unheard): the message becomes a rejection, committed and acked like any.
+            log.exception("could not read a message on %s", topic[:200])
+            messages = [DeviceMessage(topic, None, None, None, payload, received_at,
                                       rejection=f"the gateway could not read this message: "
                                                 f"{type(exc).__name__}: {exc}"[:500])]
         # Even a message with nothing to record goes through the pipeline, so that acks keep
         # the order in which the messages arrived.
-        self._deliver(Received(tuple(messages), msg.mid, msg.qos))
+        return Received(tuple(messages), message.seq)

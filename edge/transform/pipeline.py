@@ -1,8 +1,15 @@
 """The commit thread: messages in, rules applied, events committed as a group, then acked.
 
-Everything that arrived together is committed in one transaction (one fsync), and only then
-are the messages acked to the broker. If nothing fits on disk, nothing is acked: the broker
-keeps the messages, and the thread tries again until space returns or the gateway stops.
+Everything that arrived together is committed at once, and only then are the messages acked to
+the broker. The devices that pressed go first: their messages (every one of them, in order)
+are judged and committed in a transaction of their own, and their alerts are on their way to
+the central before the rest of the group is judged, which then commits in a second
+transaction (each transaction one fsync). If nothing fits on disk, nothing is acked: the
+broker keeps the messages, and the thread tries again until space returns or the gateway
+stops.
+
+The hand-off from the source is bounded (`Inbox`): a burst waits with the broker, not in the
+gateway's memory.
 
 No message can stop the thread: parsing has already made every value fit to travel, a failure
 of the rules becomes a `gateway.rules_failed` event for that message alone, and an event that
@@ -14,10 +21,10 @@ why, and the gateway stops with an error for its supervisor to restart it.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from enum import Enum
 
@@ -31,6 +38,10 @@ log = logging.getLogger(__name__)
 
 # What encoding an event's JSON can raise (parsing should have left nothing that does).
 UNENCODABLE = (TypeError, ValueError, OverflowError, RecursionError)
+# Messages the source may hand over before it waits for the commit thread to take them, and
+# (by default) the most the thread takes into one group: together they bound what a burst
+# costs in memory, whatever the broker sends (docs/architecture.md, "Memory").
+HANDOFF_BOUND = 250
 
 
 class _Stop(Enum):
@@ -40,8 +51,10 @@ class _Stop(Enum):
 
 
 _STOP = _Stop.STOP
-# What the commit thread's queue carries: messages, work to run on it, and the stop.
+# What the commit thread is handed: messages, work to run on it, and the stop.
 _Item = Received | Callable[[], None] | _Stop
+# What the commit thread takes at once: a group of messages, a work item, the stop, or nothing.
+_Taken = list[Received] | Callable[[], None] | _Stop | None
 
 
 def encodable(event: Event) -> Event:
@@ -58,16 +71,94 @@ def encodable(event: Event) -> Event:
                        data={"invalid": {"data": reason.encode(errors="replace").decode()}})
 
 
+def urgent(message: DeviceMessage) -> bool:
+    """A press (valid or not), or a notice the gateway raises itself (an adapter's)."""
+    return message.channel == "events" or message.device_kind is None
+
+
+def pressing_first(group: Sequence[Received]) -> tuple[list[Received], list[Received]]:
+    """(what goes first: the urgent messages and every message of a device that pressed in
+    this group; the rest), each in arrival order, so that a device's messages keep the order
+    it sent them in."""
+    pressing = {message.device_id for received in group for message in received.messages
+                if urgent(message) and message.device_id is not None}
+    first: list[Received] = []
+    rest: list[Received] = []
+    for received in group:
+        ahead = any(urgent(message) or message.device_id in pressing
+                    for message in received.messages)
+        (first if ahead else rest).append(received)
+    return first, rest
+
+
+class Inbox:
+    """The hand-off to the commit thread, in arrival order: messages, work to run between two
+    commits, and the stop. At most `bound` messages wait to be taken: the source waits for
+    room (and the MQTT process, and the broker's socket, wait behind it)."""
+
+    def __init__(self, bound: int) -> None:
+        self._bound = bound
+        self._items: deque[_Item] = deque()
+        self._messages = 0
+        self._changed = threading.Condition()
+        self._closed = False
+
+    def put_messages(self, batch: Sequence[Received]) -> bool:
+        """Waits while the inbox is full; False when the commit thread is stopping (the
+        messages were not taken: they stay unacked, with the broker)."""
+        with self._changed:
+            while self._messages >= self._bound and not self._closed:
+                self._changed.wait()
+            if self._closed:
+                return False
+            self._items.extend(batch)
+            self._messages += len(batch)
+            self._changed.notify_all()
+            return True
+
+    def put(self, item: Callable[[], None] | _Stop) -> None:
+        with self._changed:
+            self._items.append(item)
+            if item is _STOP:
+                self._closed = True
+            self._changed.notify_all()
+
+    def take(self, limit: int, timeout: float) -> _Taken:
+        """What arrived first: up to `limit` messages (stopping before any other item, so that
+        work waits for the commit of what came before it), or a work item, or the stop; None
+        after `timeout` seconds with nothing."""
+        with self._changed:
+            if not self._items:
+                self._changed.wait(timeout)
+            if not self._items:
+                return None
+            first = self._items[0]
+            if not isinstance(first, Received):
+                self._items.popleft()
+                return first
+            group: list[Received] = []
+            while self._items and len(group) < limit:
+                item = self._items[0]
+                if not isinstance(item, Received):
+                    break
+                group.append(item)
+                self._items.popleft()
+            self._messages -= len(group)
+            self._changed.notify_all()
+            return group
+
+
 class Pipeline:
     def __init__(
         self,
         rules: Rules,
         outbox: Outbox,
         *,
-        ack: Callable[[int, int], None],
+        ack: Callable[[int], None],
         on_committed: Callable[[list[Event]], None],
         on_failure: Callable[[str], None] = lambda reason: None,
-        max_group: int = 1000,
+        max_group: int = HANDOFF_BOUND,
+        handoff_bound: int = HANDOFF_BOUND,
         tick_interval: float = 1.0,
         housekeeping_interval: float = 60.0,
         full_retry: float = 1.0,
@@ -75,15 +166,15 @@ class Pipeline:
         self._rules = rules
         self._tick_interval = tick_interval
         self._outbox = outbox
+        # Acks are cumulative: ack(seq) says every message up to `seq` is committed. A group
+        # that could not commit is never followed by the ack of a later one.
         self._ack = ack
         self._on_committed = on_committed
         self._on_failure = on_failure
         self._max_group = max_group
         self._housekeeping_interval = housekeeping_interval
         self._full_retry = full_retry
-        # Bounded by the broker's receive maximum: we never hold more than it lets us have unacked.
-        self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
-        self._deferred: list[Callable[[], None]] = []
+        self._inbox = Inbox(handoff_bound)
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._supervised, name="commit", daemon=True)
         self.committed_messages = 0
@@ -92,19 +183,20 @@ class Pipeline:
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, received: Received) -> None:
-        """Called from the MQTT thread."""
-        self._queue.put(received)
+    def submit(self, batch: Sequence[Received]) -> bool:
+        """Called from the source's thread; waits while the hand-off is full. False once the
+        pipeline is stopping: those messages stay unacked, with the broker."""
+        return self._inbox.put_messages(batch)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Commit and ack what was already received, then end the thread."""
         self._stopping.set()
-        self._queue.put(_STOP)
+        self._inbox.put(_STOP)
         self._thread.join(timeout)
 
     def call_soon(self, work: Callable[[], None]) -> None:
         """Run work on the commit thread, between commits (the rules' state lives there)."""
-        self._queue.put(work)
+        self._inbox.put(work)
 
     def _supervised(self) -> None:
         try:
@@ -118,22 +210,13 @@ class Pipeline:
         next_housekeeping = time.monotonic() + self._housekeeping_interval
         while True:
             wait = max(0.0, min(next_tick, next_housekeeping) - time.monotonic())
-            first: _Item | None
-            try:
-                first = self._queue.get(timeout=wait)
-            except queue.Empty:
-                first = None
-            if first is _STOP:
+            taken = self._inbox.take(self._max_group, wait)
+            if taken is _STOP:
                 break
-            if callable(first):
-                self._run_work(first)
-            elif first is not None:
-                group, stop = self._drain(first)
-                self._commit(group)
-                while self._deferred:
-                    self._run_work(self._deferred.pop(0))
-                if stop:
-                    break
+            if isinstance(taken, list):
+                self._commit(taken)
+            elif taken is not None:
+                self._run_work(taken)
             if time.monotonic() >= next_tick:
                 self._commit_events(self._tick())
                 next_tick = time.monotonic() + self._tick_interval
@@ -142,36 +225,19 @@ class Pipeline:
                 next_housekeeping = time.monotonic() + self._housekeeping_interval
         self._save_state()
 
-    def _drain(self, first: Received) -> tuple[list[Received], bool]:
-        group = [first]
-        while len(group) < self._max_group:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is _STOP:
-                return group, True
-            if callable(item):
-                # Work waits for the commit of what came before it, to keep arrival order.
-                self._deferred.append(item)
-                break
-            group.append(item)
-        return group, False
-
     def _commit(self, group: list[Received]) -> None:
-        events = [
-            event
-            for received in group
-            for message in received.messages
-            for event in self._evaluate(message)
-        ]
-        if self._rules.counters_moved:
-            self._save_state()  # before the commit: see Rules.counters_moved
-        if not self._commit_events(events):
-            log.warning("stopping with %d messages unacked; the broker keeps them", len(group))
-            return
-        for received in group:
-            self._ack(received.mid, received.qos)
+        for part in pressing_first(group):
+            if not part:
+                continue
+            events = [event for received in part for message in received.messages
+                      for event in self._evaluate(message)]
+            if self._rules.counters_moved:
+                self._save_state()  # before the commit: see Rules.counters_moved
+            if not self._commit_events(events):
+                log.warning("stopping with %d messages unacked; the broker keeps them",
+                            len(group))
+                return
+        self._ack(group[-1].seq)
         self.committed_messages += len(group)
 
     def _commit_events(self, events: list[Event]) -> bool:

@@ -29,8 +29,9 @@ from edge.transform.rules import PRIMARY
 
 ROOT = "mashang/v1"
 # Events a device message can become (primary events) in these rounds.
+# (A stall's violation is an alert beside its scan's `scan.rejected`, not a primary event.)
 DEVICE_TYPES = {"button.press", "button.repeat", "scan.rejected", "scan.accepted",
-                "stall.violation", "visit.checkin"}
+                "visit.checkin"}
 
 
 @dataclass(frozen=True)
