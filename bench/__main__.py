@@ -17,7 +17,7 @@ import traceback
 from datetime import datetime
 from pathlib import Path
 
-from bench import figures, peer, plot, report
+from bench import drivers, figures, fleet, peer, plot, report
 from bench.procs import REPO
 
 FIGURES = {
@@ -28,14 +28,17 @@ FIGURES = {
     "footprint": figures.figure_footprint,
     "peer": peer.figure_peer,
     "recovery": figures.figure_recovery,
+    "fleet": fleet.figure_fleet,
+    "drivers": drivers.figure_drivers,
 }
-SKIPPED_WHEN_QUICK = {"peer"}
+SKIPPED_WHEN_QUICK = {"peer", "drivers"}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="under a minute: smaller counts, "
-                        "no peers, no 1,000,000-event footprint, a 5 s outage for recovery")
+    parser.add_argument("--quick", action="store_true", help="1 to 2 minutes: smaller counts, "
+                        "no peers, no 1,000,000-event footprint, a 5 s outage for recovery, a "
+                        "small fleet, no drivers")
     parser.add_argument("--only", action="append", choices=sorted(FIGURES),
                         help="run only this figure (repeatable)")
     parser.add_argument("--profile", action="store_true",
@@ -80,8 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         results["plots_error"] = traceback.format_exc().splitlines()[-1]
         print(f"bench: plots failed:\n{traceback.format_exc()}", file=sys.stderr)
 
+    sections = [("The central under a fleet (issue 11)", fleet.table(results)),
+                ("PostgreSQL drivers on the ingest path (issue 11)", drivers.table(results))]
     text = report.render(results, args.quick, started_at, time.monotonic() - started,
-                         load_before, plots)
+                         load_before, plots, sections)
     (args.out / "latest.md").write_text(text, encoding="utf-8")
     print(text)
     if args.keep:

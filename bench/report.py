@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -378,7 +379,8 @@ def cpu_table(results: dict[str, Any]) -> list[str]:
 
 
 def render(results: dict[str, Any], quick: bool, started: str, seconds: float,
-           load_before: str, plots: list[str]) -> str:
+           load_before: str, plots: list[str],
+           sections: Sequence[tuple[str, list[str]]] = ()) -> str:
     lines = [
         "# Mashang Edge benchmark",
         "",
@@ -395,6 +397,9 @@ def render(results: dict[str, Any], quick: bool, started: str, seconds: float,
         lines += ["", "## The peers side by side", "", *peers]
     lines += ["", "## CPU per event, and one core (docs/operations.md scales these to a "
               "Raspberry Pi)", "", *cpu_table(results)]
+    for title, rows in sections:  # the central's figures (bench.fleet, bench.drivers)
+        if rows:
+            lines += ["", f"## {title}", "", *rows]
     lines += ["", "## Machine", *machine(load_before), f"- Load average when it ended: "
               f"{loadavg()}"]
     extras = []

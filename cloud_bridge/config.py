@@ -12,17 +12,25 @@ from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_valida
 
 from mashang.config import Listening, Seconds, Section
 
-REGISTRY_FILE = "registry.json"
+REGISTRY_FILE = "registry.json"  # where releases before the registry table kept it
 DATABASE_FILE = "central.sqlite"
 
 
 class CentralServer(Section):
     data_dir: Path
     listen: str = "127.0.0.1:8080"
+    # PostgreSQL (15 or newer) for every table, shared by any number of central processes:
+    # postgresql://user@host:port/name, the password from MASHANG_DATABASE_PASSWORD or the URL.
+    # Unset: an SQLite file in data_dir, for one process.
+    database: SecretStr | None = None
+    # Let several central processes on one machine listen on the same port (SO_REUSEPORT);
+    # the kernel spreads connections among them. Only with `database`.
+    reuse_port: bool = False
     # Operators' and tests' read access to GET /v1/events and GET /v1/alerts.
     admin_token: SecretStr | None = None
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
-    # How often the running central looks for a registry written by `mashang registry import`.
+    # How often the running central looks at the registry's version in the database, for a
+    # change by `mashang registry import` or by another central process.
     registry_poll: Seconds = 1.0
     # A gateway not heard from for this long is silent: a gateway.silent alert, /metrics (its
     # command long-poll is renewed every central.poll_wait seconds, 25 by default, while it runs).
@@ -37,7 +45,8 @@ class CentralServer(Section):
     trusted_proxies: list[IPv4Network | IPv6Network] = Field(default_factory=list)
     # Signs the commands gateways fetch (PROTOCOL §6): 32 bytes in hex, the same for every
     # central process on one database. Unset: one made on first start, kept in
-    # {data_dir}/command.key. `mashang central command-key` prints its public key.
+    # {data_dir}/command.key on SQLite, in the database on PostgreSQL (cloud_bridge.kept_secrets).
+    # `mashang central command-key` prints its public key.
     command_signing_key: SecretStr | None = None
 
     @field_validator("time_zone")
@@ -48,6 +57,21 @@ class CentralServer(Section):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"{zone!r} is not a time zone this machine knows") from None
         return zone
+
+    @field_validator("database")
+    @classmethod
+    def _a_postgresql_url(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is not None:
+            parts = urlsplit(url.get_secret_value())
+            if parts.scheme not in ("postgresql", "postgres") or not parts.path.strip("/"):
+                raise ValueError("expected postgresql://user@host:port/database")
+        return url
+
+    @model_validator(mode="after")
+    def _reuse_port_shares_a_database(self) -> CentralServer:
+        if self.reuse_port and self.database is None:
+            raise ValueError("reuse_port: several processes need central.database (PostgreSQL)")
+        return self
 
     @field_validator("command_signing_key")
     @classmethod
@@ -153,7 +177,8 @@ def guess_format(url: str) -> WebhookFormat:
 
 
 class ConsoleSection(Section):
-    # Signs session cookies and CSRF tokens. Unset: a random one kept in {data_dir}/console.key.
+    # Signs session cookies and CSRF tokens. Unset: a random one kept in {data_dir}/console.key
+    # on SQLite, in the database on PostgreSQL (cloud_bridge.kept_secrets).
     session_secret: SecretStr | None = None
     session_ttl: Seconds = 12 * 3600.0
     # Failed logins allowed within login_window: of one account from one client address

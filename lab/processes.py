@@ -134,8 +134,11 @@ class Central(Process):
     """`command_signing_key=None`: the central makes its own on first start, as installed."""
 
     def __init__(self, folder: Path, port: int | None = None, extra: str = "",
-                 command_signing_key: str | None = COMMAND_SIGNING_KEY) -> None:
+                 command_signing_key: str | None = COMMAND_SIGNING_KEY,
+                 database: str | None = None) -> None:
+        """`database`: a PostgreSQL URL (lab/postgres.py); None, the SQLite file in `folder`."""
         self.port = port or free_port()
+        self.database = database
         self.url = f"http://127.0.0.1:{self.port}"
         folder.mkdir(parents=True, exist_ok=True)
         self.config = folder / "central.toml"
@@ -147,6 +150,7 @@ class Central(Process):
             f'listen = "127.0.0.1:{self.port}"\n'
             f'admin_token = "{ADMIN_TOKEN}"\n'
             f"{signing}"
+            f"{f'database = {json.dumps(database)}' if database else ''}\n"
             f"{extra}\n"
             "[gateways]\n"
             f'{GATEWAY_ID} = "{GATEWAY_KEY}"\n'
@@ -155,7 +159,7 @@ class Central(Process):
 
     def start(self) -> None:
         super().start()
-        wait_for(lambda: get_json(f"{self.url}/healthz") is not None, 20, what="the central")
+        wait_for(lambda: get_json(f"{self.url}/healthz") is not None, 40, what="the central")
 
     def events(self, event_type: str | None = None) -> list[dict]:
         """Every event the central holds (admin API), oldest first."""

@@ -35,7 +35,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "office": ("cloud_bridge.console.butler_admin", "street office accounts (its view: /office/)"),
     "visits": ("cloud_bridge.visits.cli",
                "a month's visits per butler: residents living alone, last visit, visits"),
-    "simulate": ("devices.simulators.run", "simulated devices publishing over MQTT"),
+    "simulate": ("devices.simulators.run",
+                 "simulated devices over MQTT, or a fleet of gateways against a central"),
     "demo": ("lab.demo", "the whole loop on this machine, with a report (from a clone)"),
 }
 
@@ -79,13 +80,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mashang.logs import configure
 
     configure(args.log_level, args.log_format)
-    from mashang.config import ConfigError
+    from mashang.config import ConfigError, Unavailable
 
     try:
         result: int = args.func(args)
     except ConfigError as exc:
         print(f"mashang: configuration error: {exc}", file=sys.stderr)
         return 2
+    except Unavailable as exc:
+        print(f"mashang {command}: {exc}", file=sys.stderr)
+        return 1
     return result
 
 

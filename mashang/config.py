@@ -27,6 +27,11 @@ class ConfigError(Exception):
     """A configuration file that cannot be used; the message names the key."""
 
 
+class Unavailable(Exception):
+    """A command cannot do its work for a reason outside its configuration (its database out
+    of reach, or from a newer release); the message says which, in one line."""
+
+
 class Section(BaseModel):
     # A misspelt key is an error, not a silently ignored default.
     model_config = ConfigDict(extra="forbid", frozen=True)

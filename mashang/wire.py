@@ -62,16 +62,21 @@ def event_id(identity: str, event_type: str) -> str:
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
+# An event's own fields are columns of the central's database, and PostgreSQL's text holds no
+# NUL character (no gateway sends one: MQTT topics, whence device ids, hold none).
+NO_NUL = r"^[^\x00]*$"
+
+
 class WireEvent(BaseModel):
     """One event as it travels in `POST /v1/ingest`."""
 
     model_config = ConfigDict(extra="allow")
 
-    id: str = Field(min_length=1, max_length=64)
+    id: str = Field(min_length=1, max_length=64, pattern=NO_NUL)
     kind: Kind
-    type: str = Field(min_length=1, max_length=64)
+    type: str = Field(min_length=1, max_length=64, pattern=NO_NUL)
     priority: Priority
-    device_id: str | None = Field(default=None, max_length=128)
+    device_id: str | None = Field(default=None, max_length=128, pattern=NO_NUL)
     occurred_at: datetime
     received_at: datetime
     data: dict[str, Any] = Field(default_factory=dict)

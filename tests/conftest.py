@@ -6,7 +6,13 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, sync_playwright
 
+from cloud_bridge.receiver.postgres import PostgresDatabase
+from cloud_bridge.receiver.store import Database, SQLiteDatabase
+from lab.postgres import PostgresServer
 from tests.helpers.support import Broker, Central, Gateway
+
+# The central's two storage engines; every test of the central runs on both.
+ENGINES = ("sqlite", "postgresql")
 
 # Every test is exactly one kind (pyproject.toml's markers say what each means); `-m unit` is
 # the in-process suite that runs in seconds, `-m system` the one on real processes.
@@ -36,9 +42,57 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     broker.kill()
 
 
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """One private PostgreSQL server for the run, started when a test first asks for it."""
+    server = PostgresServer(tmp_path_factory.mktemp("postgres"))
+    server.start()
+    yield server
+    server.stop()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test marked `central` runs once per engine; others that merely need a central to
+    send to (the gateway's tests) run on the default SQLite one."""
+    central = metafunc.definition.get_closest_marker("central") is not None
+    for name, scope in (("central_database", "function"), ("module_database", "module")):
+        if name in metafunc.fixturenames:
+            metafunc.parametrize(name, ENGINES if central else ENGINES[:1], indirect=True,
+                                 scope=scope)
+
+
+def engine_database(request: pytest.FixtureRequest) -> str | None:
+    """None for the SQLite file in the central's folder, else the URL of a fresh database on
+    the private PostgreSQL server."""
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("postgres_server").new_database()
+
+
 @pytest.fixture
-def central(tmp_path: Path) -> Iterator[Central]:
-    central = Central(tmp_path / "central")
+def central_database(request: pytest.FixtureRequest) -> str | None:
+    """What a central test runs on (`engine_database`), fresh for each test."""
+    return engine_database(request)
+
+
+@pytest.fixture(scope="module")
+def module_database(request: pytest.FixtureRequest) -> str | None:
+    """The same, one per module and engine, for a central the module's tests share."""
+    return engine_database(request)
+
+
+@pytest.fixture
+def database(central_database: str | None, tmp_path: Path) -> Iterator[Database]:
+    """The central's database itself, on each engine, for tests of the parts that use it."""
+    opened = (SQLiteDatabase(tmp_path / "central.sqlite") if central_database is None
+              else PostgresDatabase(central_database))
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def central(tmp_path: Path, central_database: str | None) -> Iterator[Central]:
+    central = Central(tmp_path / "central", database=central_database)
     central.start()
     yield central
     central.kill()

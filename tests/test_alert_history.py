@@ -29,7 +29,7 @@ from tests.helpers.console import (
 )
 from tests.helpers.support import Central, wait_for
 
-pytestmark = pytest.mark.system
+pytestmark = [pytest.mark.system, pytest.mark.central]
 
 SHANGHAI = "Asia/Shanghai"
 B3 = {"id": "B3", "name": "3号楼"}
@@ -97,8 +97,11 @@ def resolve_all(central: Central, who: ConsoleClient, count: int, **said: str) -
 # -- paging --------------------------------------------------------------------------------
 
 
-def test_history_pages_past_200_newest_first_with_no_gap_or_repeat(tmp_path) -> None:
-    central = start_central(tmp_path / "central", accounts=("b-wang", "b-zhao", "duty"))
+def test_history_pages_past_200_newest_first_with_no_gap_or_repeat(
+    tmp_path, central_database
+) -> None:
+    central = start_central(tmp_path / "central", accounts=("b-wang", "b-zhao", "duty"),
+                            database=central_database)
     try:
         # 230 buttons of building B3 go offline at one same moment, 20 more a minute apart
         # before that, and all come back: 250 alerts in history, most of them in one tie.
@@ -144,12 +147,12 @@ def test_history_pages_past_200_newest_first_with_no_gap_or_repeat(tmp_path) -> 
 
 
 @pytest.fixture(scope="module")
-def community(tmp_path_factory) -> Iterator[Central]:
+def community(module_database, tmp_path_factory) -> Iterator[Central]:
     """Past alerts of every kind in two buildings, each raised at its own minute of
-    2026-11-30 (Shanghai), all resolved by the duty room."""
-    central = start_central(
-        tmp_path_factory.mktemp("community") / "central", accounts=("b-wang", "b-zhao", "duty")
-    )
+    2026-11-30 (Shanghai), all resolved by the duty room; one such central on each engine,
+    shared by the module's searches."""
+    central = start_central(tmp_path_factory.mktemp("community") / "central",
+                            accounts=("b-wang", "b-zhao", "duty"), database=module_database)
     visit = {"household": "H-3-1201", "building": B3, "room": "1201", "last_visit": None}
     stall = {"subject": {"name": "老王烧烤"}, "building": B3, "reason": "outside_hours"}
     gateway = {"reason": "outbox_replaced", "buildings": [B3, {"id": "B5", "name": "5号楼"}],
@@ -228,8 +231,9 @@ def test_a_butler_finds_only_their_own_buildings_and_never_a_stall(people) -> No
 
 
 @pytest.fixture
-def fresh(tmp_path) -> Iterator[tuple[Central, dict[str, ConsoleClient]]]:
-    central = start_central(tmp_path / "central", accounts=("b-wang", "b-zhao", "duty"))
+def fresh(tmp_path, central_database) -> Iterator[tuple[Central, dict[str, ConsoleClient]]]:
+    central = start_central(tmp_path / "central", accounts=("b-wang", "b-zhao", "duty"),
+                            database=central_database)
     clients = {}
     for account in ("duty", "b-wang", "b-zhao"):
         clients[account] = ConsoleClient(central)
@@ -312,12 +316,15 @@ def test_the_export_holds_local_times_reasons_and_safe_cells(people) -> None:
         (SHANGHAI, "2026-11-30T23:30", "2026-12-01T00:30"),
     ],
 )
-def test_a_day_is_the_communitys_day(tmp_path, zone: str, late: str, early: str) -> None:
+def test_a_day_is_the_communitys_day(
+    tmp_path, central_database, zone: str, late: str, early: str
+) -> None:
     late_at, early_at = local(late, zone), local(early, zone)
     utc_days = {datetime.fromisoformat(t).astimezone(UTC).date() for t in (late_at, early_at)}
     assert len(utc_days) == 1, "both alerts fall on one UTC day: only the local day parts them"
     central = start_central(
-        tmp_path / "central", extra=f'time_zone = "{zone}"', accounts=("b-wang",)
+        tmp_path / "central", extra=f'time_zone = "{zone}"', accounts=("b-wang",),
+        database=central_database,
     )
     try:
         butler = ConsoleClient(central)

@@ -20,6 +20,7 @@ from tests.helpers.console import (
     event,
     feedback_for,
     ingest,
+    pages,
     poll_commands,
     press,
     start_central,
@@ -28,12 +29,13 @@ from tests.helpers.console import (
 )
 from tests.helpers.support import Central, wait_for
 
-pytestmark = pytest.mark.system
+pytestmark = [pytest.mark.system, pytest.mark.central]
 
 
 @pytest.fixture
-def central(tmp_path: Path) -> Iterator[Central]:
-    central = start_central(tmp_path / "central", accounts=("b-wang", "duty"))
+def central(tmp_path: Path, central_database: str | None) -> Iterator[Central]:
+    central = start_central(tmp_path / "central", accounts=("b-wang", "duty"),
+                            database=central_database)
     yield central
     central.kill()
 
@@ -56,9 +58,7 @@ def test_presses_of_one_button_fold_into_one_open_alert(central: Central) -> Non
     assert alert["gateway_alert_id"] == "g-2"
     assert [s["step"] for s in steps(central, alert["id"])].count("pressed") == 3
     # Only the raise paged anyone: its ladder's first rung, the building's primary butler.
-    assert [s["detail"]["targets"] for s in steps(central, alert["id"], "paged")] == [
-        ["butler:b-wang"]
-    ]
+    assert pages(central, alert["id"], 1) == [["butler:b-wang"]]
 
 
 def test_a_long_press_raises_the_open_alerts_priority(central: Central) -> None:
@@ -69,7 +69,7 @@ def test_a_long_press_raises_the_open_alerts_priority(central: Central) -> None:
     [raised] = steps(central, alert["id"], "priority")
     assert raised["detail"] == {"from": "high", "to": "critical"}
     # A higher priority pages the current rung again.
-    assert len(steps(central, alert["id"], "paged")) == 2
+    assert len(pages(central, alert["id"], 2)) == 2
 
 
 def test_acknowledge_and_resolve_are_recorded_and_sent_to_the_button(central: Central) -> None:
@@ -126,7 +126,7 @@ def test_an_unknown_button_still_raises_an_alert_for_the_duty_contact(central: C
     ingest(central, [press("btn-9999", "g-x")])
     alert = wait_alert(central, "btn-9999")
     assert alert["building"] is None and alert["data"]["unregistered"] is True
-    assert [s["detail"]["targets"] for s in steps(central, alert["id"], "paged")] == [["duty"]]
+    assert pages(central, alert["id"], 1) == [["duty"]]
 
     duty, butler = ConsoleClient(central), ConsoleClient(central)
     duty.login("duty")
@@ -147,9 +147,7 @@ def test_an_offline_reminder_is_quiet_and_closes_when_the_button_returns(
         "normal",
         None,
     )
-    assert [s["detail"]["targets"] for s in steps(central, alert["id"], "paged")] == [
-        ["butler:b-wang"]
-    ]
+    assert pages(central, alert["id"], 1) == [["butler:b-wang"]]
     # A press while the button's offline reminder is open is its own emergency.
     ingest(central, [press("btn-0008", "g-1")])
     wait_for(lambda: len(alerts(central, device_id="btn-0008")) == 2, what="a help alert")

@@ -17,7 +17,8 @@ import pytest
 from cloud_bridge.alerts.book import SCHEMA, AlertBook
 from cloud_bridge.alerts.states import Listing, Step
 from cloud_bridge.config import AlertsSection
-from cloud_bridge.receiver.store import Database, EventStore
+from cloud_bridge.receiver.postgres import PostgresDatabase
+from cloud_bridge.receiver.store import Database, EventStore, SQLiteDatabase
 from mashang.signing import signed_headers, signed_poll_headers
 from tests.helpers.console import (
     REGISTRY,
@@ -35,6 +36,8 @@ from tests.helpers.console import (
     wait_alert,
 )
 from tests.helpers.support import Central, wait_for
+
+pytestmark = pytest.mark.central
 
 GW_A, KEY_A = "gw-a", "key-a-5d1e7f03"
 GW_B, KEY_B = "gw-b", "key-b-9c2a4b68"
@@ -66,10 +69,10 @@ def poll(central: Central, gateway_id: str, after: str = "", wait: int = 0) -> d
 
 
 @pytest.fixture
-def central(tmp_path: Path) -> Iterator[Central]:
+def central(tmp_path: Path, central_database: str | None) -> Iterator[Central]:
     """A central with two gateways, each with its own key, and the butler of 3号楼."""
     folder = tmp_path / "central"
-    central = Central(folder, extra="registry_poll = 0.1")
+    central = Central(folder, extra="registry_poll = 0.1", database=central_database)
     with central.config.open("a") as config:  # the file ends with its [gateways] table
         config.write("".join(f'{gateway} = "{key}"\n' for gateway, key in KEYS.items()))
     source = folder / "import.json"
@@ -159,19 +162,41 @@ OLD_ALERT = {
 }
 
 
-@pytest.mark.unit
-def test_an_open_alert_of_the_old_schema_is_migrated_and_still_joins_new_presses(
-    tmp_path: Path,
-) -> None:
-    path = tmp_path / "central.sqlite"
-    old = sqlite3.connect(path)  # as the release before schema versions made it
+INSERT_OLD_ALERT = (f"INSERT INTO alerts ({', '.join(OLD_ALERT)})"
+                    f" VALUES ({', '.join('?' for _ in OLD_ALERT)})")
+
+
+@pytest.fixture
+def old_database(tmp_path: Path, central_database: str | None) -> Iterator[Database]:
+    """OLD_ALERT open in the oldest database of the engine: on SQLite, a file as the release
+    before schema versions made it; on PostgreSQL (which came later), one at the first step
+    of the alerts' schema."""
+    db: Database
+    if central_database is None:
+        db = SQLiteDatabase(made_before_versions(tmp_path / "central.sqlite"))
+    else:
+        db = PostgresDatabase(central_database)
+        db.migrate("alerts", [SCHEMA])
+        with db.transaction() as sql:
+            sql.execute(INSERT_OLD_ALERT, list(OLD_ALERT.values()))
+    yield db
+    db.close()
+
+
+def made_before_versions(path: Path) -> Path:
+    old = sqlite3.connect(path)
     old.executescript(SCHEMA)
-    old.execute(f"INSERT INTO alerts ({', '.join(OLD_ALERT)}) VALUES"
-                f" ({', '.join('?' for _ in OLD_ALERT)})", list(OLD_ALERT.values()))
+    old.execute(INSERT_OLD_ALERT, list(OLD_ALERT.values()))
     old.commit()
     old.close()
+    return path
 
-    db = Database(path)
+
+@pytest.mark.unit
+def test_an_open_alert_of_the_old_schema_is_migrated_and_still_joins_new_presses(
+    old_database: Database,
+) -> None:
+    db = old_database
     store = EventStore(db)
     book = AlertBook(db, AlertsSection())
     assert db.rows("SELECT open_key FROM alerts") == [(f"help:{GW_A}:btn-0007",)]
@@ -191,10 +216,9 @@ def test_an_open_alert_of_the_old_schema_is_migrated_and_still_joins_new_presses
 
 @pytest.mark.unit
 def test_two_stalls_caught_at_one_scanner_are_two_alerts_and_the_same_stall_joins(
-    tmp_path: Path,
+    database: Database,
 ) -> None:
-    db = Database(tmp_path / "central.sqlite")
-    store, book = EventStore(db), AlertBook(db, AlertsSection())
+    store, book = EventStore(database), AlertBook(database, AlertsSection())
 
     def violation(stall: str) -> dict:
         return {"id": uuid.uuid4().hex, "kind": "alert", "type": "stall.violation",

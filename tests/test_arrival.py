@@ -51,6 +51,8 @@ from tests.helpers.phone_pages import COMMUNITY_ZONE, community_today, phone_reg
 from tests.helpers.support import Broker, Central, Gateway, wait_for
 from tests.test_escalation_clock import FakeClock
 
+pytestmark = pytest.mark.central
+
 ESCALATE_AFTER = 60.0
 ARRIVE_WITHIN = 900.0
 MAX_ESCALATIONS = 3
@@ -111,9 +113,9 @@ class Book:
 
 
 @pytest.fixture
-def book(tmp_path: Path) -> Iterator[Book]:
-    db = Database(tmp_path / "central.sqlite")
-    registry = RegistrySource(tmp_path / "registry.json")  # none: every alert goes to duty
+def book(tmp_path: Path, database: Database) -> Book:
+    db = database
+    registry = RegistrySource(db)  # none: every alert goes to duty
     commands = CommandQueue(db, registry, [GATEWAY])
     settings = AlertsSection(escalate_after=ESCALATE_AFTER, arrive_within=ARRIVE_WITHIN,
                              max_escalations=MAX_ESCALATIONS)
@@ -122,8 +124,7 @@ def book(tmp_path: Path) -> Iterator[Book]:
     config = CentralConfig.model_validate({"central": {"data_dir": tmp_path}})
     engine = AlertEngine(alert_book, registry, Notifier(db, config, registry), AlertBus(),
                          commands)
-    yield Book(db, EventStore(db), alert_book, engine, commands, clock)
-    db.close()
+    return Book(db, EventStore(db), alert_book, engine, commands, clock)
 
 
 @pytest.mark.unit
@@ -311,9 +312,9 @@ def test_another_households_code_says_whose_door_it_is_not(book: Book) -> None:
 
 
 @pytest.fixture
-def arrival_central(tmp_path: Path) -> Iterator[Central]:
+def arrival_central(tmp_path: Path, central_database: str | None) -> Iterator[Central]:
     central = start_central(tmp_path / "central", registry=phone_registry(),
-                            accounts=("b-wang",))
+                            accounts=("b-wang",), database=central_database)
     yield central
     central.kill()
 
@@ -466,11 +467,12 @@ def arrive(client: ConsoleClient, alert_id: str, body: dict) -> Answer:
 
 @pytest.mark.system
 def test_a_running_central_escalates_an_acknowledged_call_nobody_arrived_at(
-    tmp_path: Path,
+    tmp_path: Path, central_database: str | None,
 ) -> None:
     """The engine's own timer, restarted by the acknowledgement, on a short `arrive_within`."""
     central = start_central(tmp_path / "central", accounts=("b-wang",),
-                            extra="[alerts]\nescalate_after = 30.0\narrive_within = 1.0\n")
+                            extra="[alerts]\nescalate_after = 30.0\narrive_within = 1.0\n",
+                            database=central_database)
     try:
         ingest(central, [press("btn-0007", uuid.uuid4().hex)])
         alert = wait_alert(central, "btn-0007")

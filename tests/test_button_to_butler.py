@@ -30,15 +30,16 @@ from tests.helpers.console import (
 from tests.helpers.e2e import ARTIFACTS, FeedbackLog, buttons, synced_gateway
 from tests.helpers.support import Broker, Central, Gateway, wait_for
 
-pytestmark = pytest.mark.system
+pytestmark = [pytest.mark.system, pytest.mark.central]
 
 REGISTERED = [button["device_id"] for button in REGISTRY["buttons"]]
 UNKNOWN = "btn-9999"
 
 
 @pytest.fixture
-def central(tmp_path: Path) -> Iterator[Central]:
-    central = start_central(tmp_path / "central", accounts=("b-wang", "b-zhao", "duty"))
+def central(tmp_path: Path, central_database: str | None) -> Iterator[Central]:
+    central = start_central(tmp_path / "central", accounts=("b-wang", "b-zhao", "duty"),
+                            database=central_database)
     yield central
     central.kill()
 

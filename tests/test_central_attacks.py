@@ -29,6 +29,8 @@ from tests.helpers.office import OFFICE, OFFICE_ROBOT, placard, scan_events, sta
 from tests.helpers.phone_pages import start_phone_central, token
 from tests.helpers.support import Central, wait_for
 
+pytestmark = pytest.mark.central
+
 # A gateway whose clock says the year 9999 (in UTC it is already 10000).
 FAR = "9999-12-31T23:59:59-12:00"
 
@@ -41,8 +43,9 @@ def robot() -> Iterator[WebhookReceiver]:
 
 
 @pytest.fixture
-def central(tmp_path: Path, robot: WebhookReceiver) -> Iterator[Central]:
-    central = start_office_central(tmp_path / "central", robot)
+def central(tmp_path: Path, robot: WebhookReceiver, central_database: str | None
+            ) -> Iterator[Central]:
+    central = start_office_central(tmp_path / "central", robot, database=central_database)
     set_password(central, "duty", PASSWORD)
     yield central
     central.kill()
@@ -98,10 +101,12 @@ def test_months_at_the_end_of_the_calendar_are_refused_not_a_500(central: Centra
 
 
 @pytest.mark.system
-def test_a_path_no_public_page_takes_answers_like_the_pages(tmp_path: Path) -> None:
+def test_a_path_no_public_page_takes_answers_like_the_pages(
+    tmp_path: Path, central_database: str | None
+) -> None:
     """A placard's URL with a slash too many, or a POST to a household code, got aiohttp's
     bare English "404: Not Found" with none of the pages' headers."""
-    central = start_phone_central(tmp_path / "central")
+    central = start_phone_central(tmp_path / "central", database=central_database)
     try:
         stall, household = token("stall", "ST-001"), token("household", "H-3-1201")
         for method, path in (("GET", f"/S/{stall}/"), ("GET", f"/H/{household}/"),

@@ -32,7 +32,7 @@ from cloud_bridge.receiver.openapi import DOCUMENT
 from mashang.signing import signed_headers
 from tests.helpers.support import ADMIN_TOKEN, GATEWAY_ID, GATEWAY_KEY, Central, get_json
 
-pytestmark = pytest.mark.system
+pytestmark = [pytest.mark.system, pytest.mark.central]
 
 EXAMPLES = int(os.environ.get("MASHANG_API_EXAMPLES", "30"))
 TIMEOUT = 30
@@ -64,8 +64,8 @@ class GatewaySigner(requests.auth.AuthBase):
 
 
 @pytest.fixture
-def api_central(tmp_path: Path) -> Iterator[Central]:
-    central = Central(tmp_path / "central")
+def api_central(tmp_path: Path, central_database: str | None) -> Iterator[Central]:
+    central = Central(tmp_path / "central", database=central_database)
     central.start()
     yield central
     central.kill()

@@ -25,7 +25,7 @@ from mashang.signing import (
 )
 from tests.helpers.support import ADMIN_TOKEN, Central, get_json, refusal_tally
 
-pytestmark = pytest.mark.system
+pytestmark = [pytest.mark.system, pytest.mark.central]
 
 GW_A, KEY_A = "gw-a", "key-a-4f7c1d2e9b"
 GW_B, KEY_B = "gw-b", "key-b-8e3a6c0f51"
@@ -33,8 +33,8 @@ refused, count_refusals = refusal_tally("at the central")
 
 
 @pytest.fixture
-def two_gateway_central(tmp_path: Path):
-    central = Central(tmp_path / "central")
+def two_gateway_central(tmp_path: Path, central_database: str | None):
+    central = Central(tmp_path / "central", database=central_database)
     with central.config.open("a") as config:  # [gateways] is the file's last table
         config.write(f'{GW_A} = "{KEY_A}"\n{GW_B} = "{KEY_B}"\n')
     central.start()

@@ -1,5 +1,6 @@
 """`mashang gateway --config FILE`: a config it cannot use stops it with exit status 2 and a
-message naming the key; the central key may come from MASHANG_CENTRAL_KEY instead."""
+message naming the key; the central key may come from MASHANG_CENTRAL_KEY instead. The same
+for the central's storage keys: `central.database` (PostgreSQL only) and `reuse_port`."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 from edge.buffer.outbox import Outbox
 from edge.config import CENTRAL_KEY_ENV
+from lab.postgres import PostgresServer
 from tests.helpers.support import GATEWAY_KEY, device_topic, free_port, mashang, publish, wait_for
 
 pytestmark = pytest.mark.system
@@ -29,6 +31,17 @@ def config_text(tmp_path: Path, **sections: str | None) -> str:
     chosen = {**GOOD, **sections}
     text = "".join(f"[{name}]\n{body}\n" for name, body in chosen.items() if body is not None)
     return text.replace("{data}", str(tmp_path / "data")).replace("{http}", str(free_port()))
+
+
+def central_config(tmp_path: Path, lines: str) -> Path:
+    config = tmp_path / "central.toml"
+    config.write_text(f'[central]\ndata_dir = "{tmp_path / "central"}"\n{lines}\n')
+    return config
+
+
+def run_central(config: Path, action: str = "serve") -> subprocess.CompletedProcess:
+    return subprocess.run(mashang("central", action, "--config", str(config)),
+                          capture_output=True, text=True, timeout=60)
 
 
 def run_gateway(config: Path, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -156,3 +169,41 @@ def test_local_commands_run_without_the_key(tmp_path):
         assert shown.returncode == 0, shown.stderr
         for word in words:
             assert word in shown.stdout, f"`mashang {command} --help` lacks {word!r}"
+
+
+@pytest.mark.central
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+def test_the_central_takes_a_postgresql_url_as_its_database(
+    tmp_path: Path, postgres_server: PostgresServer, scheme: str
+) -> None:
+    url = postgres_server.new_database().replace("postgresql://", f"{scheme}://", 1)
+    result = run_central(central_config(tmp_path, f"database = {json.dumps(url)}"), "migrate")
+    assert result.returncode == 0, result.stderr
+    assert "events 1" in result.stdout.splitlines()
+    assert not (tmp_path / "central" / "central.sqlite").exists()  # not beside it: instead
+
+
+BAD_CENTRAL_CONFIGS = [
+    # (what is wrong, lines in [central], words the message must contain)
+    ("an SQLite URL", 'database = "sqlite:///central.sqlite"', ["central.database", "postgresql://"]),
+    ("another server's URL", 'database = "mysql://u:Pw-mysql-secret@db/central"',
+     ["central.database", "postgresql://"]),
+    ("no database name", 'database = "postgresql://mashang@127.0.0.1:5432"',
+     ["central.database", "postgresql://"]),
+    ("not a string", "database = 5", ["central.database"]),
+    ("reuse_port without a shared database", "reuse_port = true",
+     ["reuse_port", "central.database"]),
+]
+
+
+@pytest.mark.central
+@pytest.mark.parametrize(("what", "lines", "words"), BAD_CENTRAL_CONFIGS,
+                         ids=[case[0] for case in BAD_CENTRAL_CONFIGS])
+def test_a_bad_central_storage_config_names_the_key_and_exits_2(
+    tmp_path: Path, what: str, lines: str, words: list[str]
+) -> None:
+    result = run_central(central_config(tmp_path, lines))
+    assert result.returncode == 2, (what, result.stderr)
+    for word in words:
+        assert word in result.stderr, (what, word, result.stderr)
+    assert "Traceback" not in result.stderr and "Pw-mysql-secret" not in result.stderr

@@ -36,7 +36,7 @@ from tests.helpers.console_page import console_page
 from tests.helpers.e2e import ARTIFACTS
 from tests.helpers.support import Central, wait_for
 
-pytestmark = pytest.mark.system
+pytestmark = [pytest.mark.system, pytest.mark.central]
 
 LIVE = re.compile(r"\bon\b")
 HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
@@ -114,8 +114,9 @@ class StreamingFront:
 
 
 @pytest.fixture
-def central(tmp_path: Path) -> Iterator[Central]:
-    central = start_central(tmp_path / "central", accounts=("b-wang",))
+def central(tmp_path: Path, central_database: str | None) -> Iterator[Central]:
+    central = start_central(tmp_path / "central", accounts=("b-wang",),
+                            database=central_database)
     yield central
     central.kill()
 

@@ -22,7 +22,7 @@ from tests.helpers.console import ingest, press, start_central, wait_alert
 from tests.helpers.console_page import console_page
 from tests.helpers.support import Central, wait_for
 
-pytestmark = pytest.mark.system
+pytestmark = [pytest.mark.system, pytest.mark.central]
 
 PLAYING = "id => !document.getElementById(id).paused"
 NOTIFICATIONS = """async () => {
@@ -33,8 +33,9 @@ NOTIFICATIONS = """async () => {
 
 
 @pytest.fixture
-def central(tmp_path: Path) -> Iterator[Central]:
-    central = start_central(tmp_path / "central", accounts=("b-wang",))
+def central(tmp_path: Path, central_database: str | None) -> Iterator[Central]:
+    central = start_central(tmp_path / "central", accounts=("b-wang",),
+                            database=central_database)
     yield central
     central.kill()
 

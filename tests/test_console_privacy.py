@@ -25,14 +25,15 @@ from tests.helpers.console import (
 )
 from tests.helpers.support import Central, wait_for
 
-pytestmark = pytest.mark.system
+pytestmark = [pytest.mark.system, pytest.mark.central]
 
 RESIDENT_FACTS = ("张秀英", "13900000007", "1201")
 
 
 @pytest.fixture
-def central(tmp_path: Path) -> Iterator[Central]:
-    central = start_central(tmp_path / "central", accounts=("b-wang", "b-zhao", "duty"))
+def central(tmp_path: Path, central_database: str | None) -> Iterator[Central]:
+    central = start_central(tmp_path / "central", accounts=("b-wang", "b-zhao", "duty"),
+                            database=central_database)
     yield central
     central.kill()
 

@@ -33,7 +33,7 @@ from tests.helpers.console_page import DESK, TIME, console_page, fault, with_but
 from tests.helpers.e2e import ARTIFACTS
 from tests.helpers.support import Central, wait_for
 
-pytestmark = pytest.mark.system
+pytestmark = [pytest.mark.system, pytest.mark.central]
 
 REGISTRY = with_buttons("B3", 10)  # btn-0301 … btn-0310 in 3号楼, b-wang's building
 OFFLINE = [f"btn-{number:04d}" for number in range(301, 311)]
@@ -42,8 +42,9 @@ COMMUNITY = ZoneInfo("Asia/Shanghai")
 
 
 @pytest.fixture
-def central(tmp_path: Path) -> Iterator[Central]:
-    central = start_central(tmp_path / "central", registry=REGISTRY, accounts=("b-wang",))
+def central(tmp_path: Path, central_database: str | None) -> Iterator[Central]:
+    central = start_central(tmp_path / "central", registry=REGISTRY, accounts=("b-wang",),
+                            database=central_database)
     yield central
     central.kill()
 
@@ -218,9 +219,10 @@ def test_the_history_is_searched_and_paged(central: Central, browser: Browser) -
 
 
 def test_the_duty_room_sees_a_silent_gateway_and_stall_matters_apart(
-    tmp_path: Path, browser: Browser
+    tmp_path: Path, central_database: str | None, browser: Browser
 ) -> None:
-    central = start_central(tmp_path / "quiet", extra="silent_after = 1.0", accounts=("duty",))
+    central = start_central(tmp_path / "quiet", extra="silent_after = 1.0", accounts=("duty",),
+                            database=central_database)
     try:
         page = console_page(browser, central, "duty")
         group = page.locator("#fault-list .group", has_text="gw-test")

@@ -123,7 +123,9 @@ def site(tmp_path: Path):
 
 
 def central_registry(central: Central) -> dict:
-    return json.loads((central.folder / "registry.json").read_text())
+    exported = admin_cli("registry", "export", "--config", str(central.config))
+    assert exported.returncode == 0, exported.stderr
+    return json.loads(exported.stdout)
 
 
 @pytest.mark.system

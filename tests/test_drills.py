@@ -26,7 +26,7 @@ from tests.helpers.console_page import DESK, console_page
 from tests.helpers.e2e import ARTIFACTS
 from tests.helpers.support import ADMIN_TOKEN, wait_for
 
-pytestmark = pytest.mark.system
+pytestmark = [pytest.mark.system, pytest.mark.central]
 
 ZONE = ZoneInfo("Asia/Shanghai")  # the central's default community time zone
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"}
@@ -48,8 +48,9 @@ def month_of(moment: float) -> str:
     return datetime.fromtimestamp(moment, ZONE).strftime("%Y-%m")
 
 
-def test_a_drill_reaches_the_butler_is_acknowledged_and_counted_apart(tmp_path):
-    central = start_central(tmp_path / "central", accounts=("b-wang", "b-zhao"))
+def test_a_drill_reaches_the_butler_is_acknowledged_and_counted_apart(tmp_path, central_database):
+    central = start_central(tmp_path / "central", accounts=("b-wang", "b-zhao"),
+                            database=central_database)
     try:
         wang = ConsoleClient(central)
         assert wang.login("b-wang").status == 200
@@ -86,8 +87,9 @@ def test_a_drill_reaches_the_butler_is_acknowledged_and_counted_apart(tmp_path):
         central.terminate()
 
 
-def test_an_unacknowledged_drill_escalates_like_a_press(tmp_path):
-    central = start_central(tmp_path / "central", extra="[alerts]\nescalate_after = 1.0\n")
+def test_an_unacknowledged_drill_escalates_like_a_press(tmp_path, central_database):
+    central = start_central(tmp_path / "central", extra="[alerts]\nescalate_after = 1.0\n",
+                            database=central_database)
     try:
         status, drill = schedule(central, "btn-0501", 0)
         assert status == 201, drill
@@ -104,8 +106,8 @@ def alerts_of(central, device_id: str) -> list[dict]:
     return answer.body["alerts"]
 
 
-def test_a_drill_scheduled_while_the_central_is_down_fires_once_it_runs(tmp_path):
-    central = start_central(tmp_path / "central")
+def test_a_drill_scheduled_while_the_central_is_down_fires_once_it_runs(tmp_path, central_database):
+    central = start_central(tmp_path / "central", database=central_database)
     central.terminate()
     at = datetime.fromtimestamp(time.time() + 2, ZONE).strftime("%Y-%m-%d %H:%M:%S")
     scheduled = admin_cli("drill", "--button", "btn-0008", "--at", at,
@@ -125,8 +127,8 @@ def test_a_drill_scheduled_while_the_central_is_down_fires_once_it_runs(tmp_path
         central.terminate()
 
 
-def test_a_drill_pending_across_a_restart_presses_once(tmp_path):
-    central = start_central(tmp_path / "central")
+def test_a_drill_pending_across_a_restart_presses_once(tmp_path, central_database):
+    central = start_central(tmp_path / "central", database=central_database)
     status, drill = schedule(central, "btn-0007", 2)
     assert status == 201, drill
     central.terminate()
@@ -139,8 +141,8 @@ def test_a_drill_pending_across_a_restart_presses_once(tmp_path):
         central.terminate()
 
 
-def test_bad_drills_are_refused_with_the_reason(tmp_path):
-    central = start_central(tmp_path / "central")
+def test_bad_drills_are_refused_with_the_reason(tmp_path, central_database):
+    central = start_central(tmp_path / "central", database=central_database)
     try:
         status, body = schedule(central, "btn-9999", 1)
         assert (status, body["error"]) == (400, "no button 'btn-9999' in the registry")
@@ -161,8 +163,9 @@ def test_bad_drills_are_refused_with_the_reason(tmp_path):
         central.terminate()
 
 
-def test_the_report_page_shows_the_drill_apart_with_its_charts(tmp_path, browser):
-    central = start_central(tmp_path / "central", accounts=("b-wang",))
+def test_the_report_page_shows_the_drill_apart_with_its_charts(tmp_path, central_database, browser):
+    central = start_central(tmp_path / "central", accounts=("b-wang",),
+                            database=central_database)
     try:
         wang = ConsoleClient(central)
         assert wang.login("b-wang").status == 200
@@ -191,8 +194,8 @@ def test_the_report_page_shows_the_drill_apart_with_its_charts(tmp_path, browser
         central.terminate()
 
 
-def test_the_report_page_without_a_login_says_to_log_in(tmp_path, browser):
-    central = start_central(tmp_path / "central")
+def test_the_report_page_without_a_login_says_to_log_in(tmp_path, central_database, browser):
+    central = start_central(tmp_path / "central", database=central_database)
     try:
         page = browser.new_page()
         page.goto(f"{central.url}/report/")

@@ -15,6 +15,7 @@ from tests.helpers.console import (
     WebhookReceiver,
     alert_detail,
     ingest,
+    pages,
     press,
     start_central,
     steps,
@@ -22,7 +23,7 @@ from tests.helpers.console import (
 )
 from tests.helpers.support import wait_for
 
-pytestmark = pytest.mark.system
+pytestmark = [pytest.mark.system, pytest.mark.central]
 
 WANG, LI, DUTY = "butler:b-wang", "butler:b-li", "duty"
 
@@ -47,9 +48,10 @@ def settings(receiver: WebhookReceiver, escalate_after: float) -> str:
 
 
 def test_an_unacknowledged_alert_climbs_the_ladder_then_repeats_five_times_at_most(
-    tmp_path: Path, receiver: WebhookReceiver
+    tmp_path: Path, central_database: str | None, receiver: WebhookReceiver
 ) -> None:
-    central = start_central(tmp_path / "central", extra=settings(receiver, 0.3))
+    central = start_central(tmp_path / "central", extra=settings(receiver, 0.3),
+                            database=central_database)
     try:
         ingest(central, [press("btn-0007", "g-1")])
         alert = wait_alert(
@@ -57,9 +59,9 @@ def test_an_unacknowledged_alert_climbs_the_ladder_then_repeats_five_times_at_mo
             "btn-0007",
             lambda a: a["escalations"] == 5 and a["next_escalation_at"] is None,
         )
-        paged = [s["detail"]["targets"] for s in steps(central, alert["id"], "paged")]
         everyone = [WANG, LI, DUTY]
-        assert paged == [[WANG], [LI], [DUTY], everyone, everyone, everyone]
+        ladder = [[WANG], [LI], [DUTY], everyone, everyone, everyone]
+        assert pages(central, alert["id"], 6) == ladder
         escalated = [s["detail"]["escalation"] for s in steps(central, alert["id"], "escalated")]
         assert escalated == [1, 2, 3, 4, 5]
 
@@ -83,8 +85,11 @@ def test_an_unacknowledged_alert_climbs_the_ladder_then_repeats_five_times_at_mo
         central.kill()
 
 
-def test_acknowledging_stops_the_escalation(tmp_path: Path, receiver: WebhookReceiver) -> None:
-    central = start_central(tmp_path / "central", extra=settings(receiver, 0.5), accounts=("b-li",))
+def test_acknowledging_stops_the_escalation(
+    tmp_path: Path, central_database: str | None, receiver: WebhookReceiver
+) -> None:
+    central = start_central(tmp_path / "central", extra=settings(receiver, 0.5), accounts=("b-li",),
+                            database=central_database)
     try:
         ingest(central, [press("btn-0007", "g-1")])
         alert = wait_alert(central, "btn-0007", lambda a: a["escalations"] >= 1)
@@ -107,8 +112,11 @@ def test_acknowledging_stops_the_escalation(tmp_path: Path, receiver: WebhookRec
         central.kill()
 
 
-def test_escalation_timers_survive_a_restart(tmp_path: Path, receiver: WebhookReceiver) -> None:
-    central = start_central(tmp_path / "central", extra=settings(receiver, 3.0))
+def test_escalation_timers_survive_a_restart(
+    tmp_path: Path, central_database: str | None, receiver: WebhookReceiver
+) -> None:
+    central = start_central(tmp_path / "central", extra=settings(receiver, 3.0),
+                            database=central_database)
     try:
         ingest(central, [press("btn-0007", "g-1")])
         alert = wait_alert(central, "btn-0007")

@@ -6,7 +6,6 @@ real timers)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from cloud_bridge.notify.webhooks import Notifier
 from cloud_bridge.receiver.store import Database, EventStore
 from cloud_bridge.registry.source import RegistrySource
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.central]
 
 ESCALATE_AFTER = 60.0
 MAX_ESCALATIONS = 3
@@ -76,9 +75,9 @@ class Central:
 
 
 @pytest.fixture
-def central(tmp_path: Path) -> Iterator[Central]:
-    db = Database(tmp_path / "central.sqlite")
-    registry = RegistrySource(tmp_path / "registry.json")  # none yet: every alert goes to duty
+def central(tmp_path: Path, database: Database) -> Central:
+    db = database
+    registry = RegistrySource(db)  # none yet: every alert goes to duty
     commands = CommandQueue(db, registry, [GATEWAY])
     settings = AlertsSection(escalate_after=ESCALATE_AFTER, max_escalations=MAX_ESCALATIONS)
     clock = FakeClock()
@@ -86,8 +85,7 @@ def central(tmp_path: Path) -> Iterator[Central]:
     config = CentralConfig.model_validate({"central": {"data_dir": tmp_path}})
     notifier = Notifier(db, config, registry)  # never started: nothing is sent
     engine = AlertEngine(book, registry, notifier, AlertBus(), commands)
-    yield Central(EventStore(db), book, engine, clock)
-    db.close()
+    return Central(EventStore(db), book, engine, clock)
 
 
 def test_an_unacknowledged_alert_escalates_only_after_escalate_after(central: Central) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +25,8 @@ from cloud_bridge.alerts.supervision import Supervision
 from cloud_bridge.config import AlertsSection
 from cloud_bridge.receiver.gateways import Gateways
 from cloud_bridge.receiver.store import Database
-from cloud_bridge.registry.file import RegistryFile
 from cloud_bridge.registry.source import RegistrySource
+from cloud_bridge.registry.table import RegistryTable
 from edge.buffer.outbox import ClassDepth, Leased, OutboxError, OutboxStats
 from edge.ops.facts import Report
 from edge.sink.uplink import batch_body
@@ -40,10 +39,13 @@ from tests.helpers.console import (
     alert_detail,
     event,
     now_text,
+    pages,
     request,
     start_central,
 )
 from tests.helpers.support import GATEWAY_ID, GATEWAY_KEY, Central, set_option, wait_for
+
+pytestmark = pytest.mark.central
 
 SILENT_AFTER = 120.0
 START = 1_800_000_000.0
@@ -74,13 +76,12 @@ class Watched:
 
 
 @pytest.fixture
-def watched(tmp_path: Path) -> Iterator[Watched]:
-    RegistryFile(tmp_path / "registry.json").replace(Registry.model_validate(REGISTRY))
-    db = Database(tmp_path / "central.sqlite")
+def watched(database: Database) -> Watched:
+    db = database
+    RegistryTable(db).change(lambda _: Registry.model_validate(REGISTRY))
     clock = FakeClock()
-    yield Watched(clock, Gateways(db, clock=clock), AlertBook(db, AlertsSection(), clock=clock),
-                  RegistrySource(tmp_path / "registry.json"), db)
-    db.close()
+    return Watched(clock, Gateways(db, clock=clock), AlertBook(db, AlertsSection(), clock=clock),
+                  RegistrySource(db), db)
 
 
 @pytest.mark.unit
@@ -280,8 +281,10 @@ def fleet(console: ConsoleClient) -> list[dict]:
 
 
 @pytest.mark.system
-def test_invalid_facts_never_cost_the_events_they_travel_with(tmp_path: Path) -> None:
-    central = start_central(tmp_path / "central")
+def test_invalid_facts_never_cost_the_events_they_travel_with(
+    tmp_path: Path, central_database: str | None
+) -> None:
+    central = start_central(tmp_path / "central", database=central_database)
     try:
         pressed = event("button.press", "btn-0007", {"alert_id": "x-1"})
         body = json.dumps({"gateway_id": GATEWAY_ID, "sent_at": now_text(), "events": [pressed],
@@ -300,11 +303,11 @@ def test_invalid_facts_never_cost_the_events_they_travel_with(tmp_path: Path) ->
 
 @pytest.mark.system
 def test_a_killed_gateway_raises_gateway_silent_on_the_console_and_closes_when_back(
-    tmp_path: Path, make_gateway
+    tmp_path: Path, central_database: str | None, make_gateway
 ) -> None:
     silent_after = 3.0
     central = start_central(tmp_path / "central", accounts=("duty", "b-zhao"),
-                            extra=f"silent_after = {silent_after}")
+                            extra=f"silent_after = {silent_after}", database=central_database)
     try:
         gateway = make_gateway(central.url)
         set_option(gateway.config, "central", "poll_wait", "1")  # heard every second
@@ -338,8 +341,7 @@ def test_a_killed_gateway_raises_gateway_silent_on_the_console_and_closes_when_b
             detail = alert_detail(central, alert["id"])
             data = detail["alert"]["data"]
             assert (data["buildings"], data["buttons"]) == (BUILDINGS, 3)
-            assert [s["detail"]["targets"] for s in detail["steps"] if s["step"] == "paged"] == [
-                ["duty"]]
+            assert pages(central, alert["id"], 1) == [["duty"]]
             [entry] = fleet(duty)
             assert entry["silent"] is True and entry["last_heard"] == data["last_heard"]
             # A butler of a building behind the gateway finds it among his own alerts.

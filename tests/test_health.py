@@ -96,7 +96,7 @@ def test_central_unreachable_then_back(tmp_path, broker, make_gateway, central):
     # Live all the same: the gateway keeps taking presses into its outbox.
     assert probe(gateway.http_port, "/healthz")[0] == 200
 
-    again = Central(tmp_path / "central", port=central.port)
+    again = Central(tmp_path / "central", port=central.port, database=central.database)
     again.start()
     try:
         wait_for(lambda: ready(gateway.http_port), what="/readyz 200 with the central back")
@@ -112,7 +112,7 @@ def test_central_never_reached(broker, make_gateway):
     assert "central:" in " ".join(body["reasons"])
 
 
-def test_outbox_at_its_cap_then_drained(tmp_path, broker, make_gateway):
+def test_outbox_at_its_cap_then_drained(tmp_path, broker, make_gateway, central_database):
     """With the central away, alerts fill a small outbox (alerts are never evicted): not ready,
     naming the outbox. Once the central is back, every press arrives and readiness returns."""
     port = free_port()
@@ -125,7 +125,7 @@ def test_outbox_at_its_cap_then_drained(tmp_path, broker, make_gateway):
                     what="/readyz to say the outbox is full")
     assert "bytes" in body["checks"]["outbox"]["detail"]
 
-    central = Central(tmp_path / "central", port=port)
+    central = Central(tmp_path / "central", port=port, database=central_database)
     central.start()
     try:
         wait_for(lambda: len({e["data"]["seq"] for e in central.events()

@@ -12,14 +12,16 @@ import pytest
 from tests.helpers.phone_pages import get, phone_registry, start_phone_central, token
 from tests.helpers.support import Central
 
-pytestmark = pytest.mark.system
+pytestmark = [pytest.mark.system, pytest.mark.central]
 
 HOUSEHOLD = f"/H/{token('household', 'H-3-1201')}"
 
 
 @pytest.fixture(scope="module")
-def central(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Central]:
-    central = start_phone_central(tmp_path_factory.mktemp("household-central"))
+def central(tmp_path_factory: pytest.TempPathFactory, module_database: str | None,
+            ) -> Iterator[Central]:
+    folder = tmp_path_factory.mktemp("household-central")
+    central = start_phone_central(folder, database=module_database)
     yield central
     central.kill()
 

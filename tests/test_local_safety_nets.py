@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from cloud_bridge.alerts.book import AlertBook
 from cloud_bridge.alerts.states import AlertState, Step
 from cloud_bridge.config import AlertsSection
-from cloud_bridge.receiver.store import Database, EventStore
+from cloud_bridge.receiver.store import EventStore
 from edge.buffer.outbox import (
     ClassDepth,
     EventClass,
@@ -320,9 +320,9 @@ def handled_event(event_id: str, data: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.unit
-def test_the_central_adds_the_mark_to_the_alerts_history(tmp_path):
-    db = Database(tmp_path / "central.sqlite")
-    store, book = EventStore(db), AlertBook(db, AlertsSection())
+@pytest.mark.central
+def test_the_central_adds_the_mark_to_the_alerts_history(database):
+    store, book = EventStore(database), AlertBook(database, AlertsSection())
     store.add("g-1", [press("e-1", "btn-1", "e-1"), press("e-2", "btn-2", "e-2")])
     _, raised = book.feed()
     first, second = (change.alert for change in raised)
@@ -347,7 +347,6 @@ def test_the_central_adds_the_mark_to_the_alerts_history(tmp_path):
     again = book.get(first.id)
     assert again is not None and again.state == AlertState.RAISED, "the mark closes nothing"
     assert again.next_escalation_at is not None
-    db.close()
 
 
 # -- the whole gateway (system) ----------------------------------------------------------------
@@ -470,7 +469,9 @@ def test_a_malformed_press_then_a_critical_one_during_an_outage(broker, make_gat
 
 
 @pytest.mark.system
-def test_handled_here_reaches_the_centrals_alert_history(broker, make_gateway, tmp_path):
+@pytest.mark.central
+def test_handled_here_reaches_the_centrals_alert_history(broker, make_gateway, tmp_path,
+                                                         central_database):
     duty = DutyRoom()
     central_port = free_port()  # nothing listens there yet: the central is down
     gateway = start_gateway(make_gateway, f"http://127.0.0.1:{central_port}", duty)
@@ -496,7 +497,7 @@ def test_handled_here_reaches_the_centrals_alert_history(broker, make_gateway, t
     assert "已在本地处理" in public and "张三" not in public
 
     # The central comes back: the alert arrives, then the mark, into the alert's history.
-    central = Central(tmp_path / "central", port=central_port)
+    central = Central(tmp_path / "central", port=central_port, database=central_database)
     central.start()
     try:
         [mark] = wait_for(lambda: central.events(HANDLED_LOCALLY), 30,

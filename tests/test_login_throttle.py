@@ -23,10 +23,13 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cloud_bridge.config import ConsoleSection
 from cloud_bridge.console.sessions import LoginLimiter
 from cloud_bridge.issuing.keys import issue_token
-from cloud_bridge.receiver.store import Database
+from cloud_bridge.receiver.postgres import PostgresDatabase
+from cloud_bridge.receiver.store import Database, SQLiteDatabase
 from tests.helpers.console import PASSWORD, REGISTRY, Answer, request, start_central
 from tests.helpers.reverse_proxy import ReverseProxy
 from tests.helpers.support import Central
+
+pytestmark = pytest.mark.central  # each test is marked unit or system itself
 
 ACCOUNTS = ("b-wang", "b-zhao")
 TRUST_THE_PROXY = 'trusted_proxies = ["127.0.0.1/32"]'
@@ -48,7 +51,7 @@ def throttled(answer: Answer) -> bool:
     return answer.status == 429 and int(answer.headers["Retry-After"]) > 0
 
 
-# -- the rules, on a real database file, with a clock of our own ------------------------
+# -- the rules, on a real database, with a clock of our own -----------------------------
 
 
 class Clock:
@@ -65,10 +68,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def limiter(tmp_path: Path, clock: Clock) -> Iterator[LoginLimiter]:
-    db = Database(tmp_path / "central.sqlite")
-    yield LoginLimiter(db, ConsoleSection(login_window=WINDOW), clock)
-    db.close()
+def limiter(database: Database, clock: Clock) -> LoginLimiter:
+    return LoginLimiter(database, ConsoleSection(login_window=WINDOW), clock)
 
 
 def fail(limiter: LoginLimiter, account: str, address: str, times: int = 1) -> None:
@@ -127,18 +128,20 @@ def test_an_ipv6_client_is_its_64_not_each_address(limiter) -> None:
 
 
 @pytest.mark.unit
-def test_central_processes_on_one_database_count_together(tmp_path: Path, clock) -> None:
-    path = tmp_path / "central.sqlite"
-    first, second = Database(path), Database(path)
+def test_central_processes_on_one_database_count_together(
+    database: Database, central_database: str | None, tmp_path: Path, clock
+) -> None:
+    # The second process opens what the `database` fixture opened: its file, or its URL.
+    second = (SQLiteDatabase(tmp_path / "central.sqlite") if central_database is None
+              else PostgresDatabase(central_database))
     try:
-        one = LoginLimiter(first, ConsoleSection(), clock)
+        one = LoginLimiter(database, ConsoleSection(), clock)
         other = LoginLimiter(second, ConsoleSection(), clock)
         fail(one, "b-wang", A, 3)
         fail(other, "b-wang", A, 2)
         assert one.attempt("b-wang", A) is not None
         assert other.attempt("b-wang", A) is not None
     finally:
-        first.close()
         second.close()
 
 
@@ -146,8 +149,9 @@ def test_central_processes_on_one_database_count_together(tmp_path: Path, clock)
 
 
 @pytest.fixture
-def proxied(tmp_path: Path) -> Iterator[tuple[Central, ReverseProxy]]:
-    central = start_central(tmp_path / "central", extra=TRUST_THE_PROXY, accounts=ACCOUNTS)
+def proxied(tmp_path: Path, central_database: str | None) -> Iterator[tuple[Central, ReverseProxy]]:
+    central = start_central(tmp_path / "central", extra=TRUST_THE_PROXY, accounts=ACCOUNTS,
+                            database=central_database)
     proxy = ReverseProxy(tmp_path / "proxy", central.url)
     proxy.start()
     yield central, proxy
@@ -171,8 +175,10 @@ def test_behind_the_proxy_wrong_passwords_slow_their_address_not_the_butler(prox
 
 
 @pytest.mark.system
-def test_without_trusted_proxies_a_forged_forwarded_for_changes_nothing(tmp_path) -> None:
-    central = start_central(tmp_path / "central", accounts=ACCOUNTS)
+def test_without_trusted_proxies_a_forged_forwarded_for_changes_nothing(
+    tmp_path, central_database
+) -> None:
+    central = start_central(tmp_path / "central", accounts=ACCOUNTS, database=central_database)
     try:
         for n in range(5):
             wrong = login(central.url, "b-wang", "wrong", A, forwarded=f"192.0.2.{n}, {B}")
@@ -218,11 +224,14 @@ def rate_stall(base: str, token: str, source: str, forwarded: str | None = None)
 
 
 @pytest.mark.system
-def test_the_stall_pages_count_the_address_the_trusted_proxy_forwarded(tmp_path) -> None:
+def test_the_stall_pages_count_the_address_the_trusted_proxy_forwarded(
+    tmp_path, central_database
+) -> None:
     central = start_central(
         tmp_path / "central",
         registry=stall_registry(),
         extra=f"{TRUST_THE_PROXY}\n[stalls]\nsubmissions_per_window = 2",
+        database=central_database,
     )
     proxy = ReverseProxy(tmp_path / "proxy", central.url)
     proxy.start()

@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.helpers.console import REGISTRY, ConsoleClient, WebhookReceiver, admin_cli, wait_alert
 from tests.helpers.support import Central, device_topic, publish, wait_for
 
-pytestmark = pytest.mark.system
+pytestmark = [pytest.mark.system, pytest.mark.central]
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 QUIET = "gw-quiet"  # configured at the central, never heard from
@@ -61,9 +61,10 @@ def webhook() -> Iterator[WebhookReceiver]:
 
 
 @pytest.fixture
-def watched_central(tmp_path: Path, webhook: WebhookReceiver) -> Iterator[Central]:
+def watched_central(tmp_path: Path, webhook: WebhookReceiver,
+                    central_database: str | None) -> Iterator[Central]:
     folder = tmp_path / "central"
-    central = Central(folder, extra=(
+    central = Central(folder, database=central_database, extra=(
         "registry_poll = 0.1\nsilent_after = 2.0\n"
         f'[[webhooks]]\nurl = "{webhook.url}/cgi-bin/webhook/send?key=wang-robot-key"\n'
         'format = "wecom"\nto = ["butler:b-wang"]\n'))

@@ -17,16 +17,16 @@ from tests.helpers.console_page import BROWSER_ZONE, DESK, PHONE, TIME
 from tests.helpers.office import OFFICE, placard, scan_events, send_report, start_office_central
 from tests.helpers.support import Central
 
-pytestmark = pytest.mark.system
+pytestmark = [pytest.mark.system, pytest.mark.central]
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 TIME_RE = re.compile(TIME)
 
 
 @pytest.fixture
-def central(tmp_path: Path) -> Iterator[Central]:
+def central(tmp_path: Path, central_database: str | None) -> Iterator[Central]:
     robot = WebhookReceiver()
-    central = start_office_central(tmp_path / "central", robot)
+    central = start_office_central(tmp_path / "central", robot, database=central_database)
     ingest(central, scan_events(placard("ST-001")))
     ingest(central, scan_events(placard("ST-001", generation=1)))
     ingest(central, scan_events(placard("ST-002")))

@@ -46,6 +46,8 @@ from tests.helpers.visits import (
 )
 from tests.helpers.visits import registry as visits_registry
 
+pytestmark = pytest.mark.central  # each test is marked unit or system itself
+
 OVERDUE_AFTER = 3.0
 KEY = Ed25519PrivateKey.generate()
 
@@ -73,11 +75,12 @@ def reminders(central) -> list[dict]:
 
 
 @pytest.mark.system
-def test_a_reminder_fires_after_the_interval_and_not_before(tmp_path):
+def test_a_reminder_fires_after_the_interval_and_not_before(tmp_path, central_database):
     central = start_central(
         tmp_path / "central",
         registry=registry_with_households(),
         extra=f"[visits]\noverdue_after = {OVERDUE_AFTER}\ncheck_interval = 0.2\n",
+        database=central_database,
     )
     try:
         visited = visit("H-3-1201")
@@ -101,8 +104,9 @@ def test_a_reminder_fires_after_the_interval_and_not_before(tmp_path):
 
 
 @pytest.mark.system
-def test_the_stall_page_and_the_street_offices_reports(tmp_path):
-    central = start_central(tmp_path / "central", registry=registry_with_households())
+def test_the_stall_page_and_the_street_offices_reports(tmp_path, central_database):
+    central = start_central(tmp_path / "central", registry=registry_with_households(),
+                            database=central_database)
     try:
         expires = datetime.date.today() + datetime.timedelta(days=10)
         token = issue_token(KEY, 1, "stall", "ST-9", 1, expires)
@@ -203,9 +207,12 @@ def open_reminders(central, *households: str) -> dict[str, dict] | None:
 
 
 @pytest.mark.system
-def test_the_butler_reads_who_where_and_since_when_on_the_console_and_from_the_robot(tmp_path):
+def test_the_butler_reads_who_where_and_since_when_on_the_console_and_from_the_robot(
+    tmp_path, central_database
+):
     receiver = WebhookReceiver()
-    central = visits_central(tmp_path / "central", extra=overdue_extra(receiver))
+    central = visits_central(tmp_path / "central", extra=overdue_extra(receiver),
+                             database=central_database)
     try:
         three_days_ago = datetime.datetime.now(COMMUNITY) - datetime.timedelta(days=3, hours=1)
         send(central, [checkin("H-3-1201", at=three_days_ago)])
@@ -243,8 +250,11 @@ def test_the_butler_reads_who_where_and_since_when_on_the_console_and_from_the_r
 
 
 @pytest.mark.system
-def test_an_accepted_visit_through_any_gateway_closes_its_reminder_and_no_other(tmp_path):
-    central = visits_central(tmp_path / "central", extra=overdue_extra())
+def test_an_accepted_visit_through_any_gateway_closes_its_reminder_and_no_other(
+    tmp_path, central_database
+):
+    central = visits_central(tmp_path / "central", extra=overdue_extra(),
+                             database=central_database)
     try:
         reminders = wait_for(lambda: open_reminders(central, "H-3-1201", "H-3-1205"), 20,
                              what="both of 3号楼's reminders")

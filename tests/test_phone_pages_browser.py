@@ -15,15 +15,17 @@ from tests.helpers.console import admin_get
 from tests.helpers.phone_pages import start_phone_central, token
 from tests.helpers.support import Central
 
-pytestmark = pytest.mark.system
+pytestmark = [pytest.mark.system, pytest.mark.central]
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 PHONE = {"width": 390, "height": 844}
 
 
 @pytest.fixture(scope="module")
-def central(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Central]:
-    central = start_phone_central(tmp_path_factory.mktemp("phone-central"))
+def central(tmp_path_factory: pytest.TempPathFactory, module_database: str | None,
+            ) -> Iterator[Central]:
+    folder = tmp_path_factory.mktemp("phone-central")
+    central = start_phone_central(folder, database=module_database)
     yield central
     central.kill()
 

@@ -17,6 +17,7 @@ import pytest
 import segno
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from cloud_bridge.config import CentralConfig
 from cloud_bridge.issuing.cli import add_parser as add_codes_parser
 from cloud_bridge.issuing.keys import (
     MANIFEST_FILE,
@@ -28,8 +29,9 @@ from cloud_bridge.issuing.keys import (
 from cloud_bridge.issuing.placards import PlacardError, PlacardWriter, make_qr
 from cloud_bridge.registry.admin import ImportProblem, imported
 from cloud_bridge.registry.admin import add_parser as add_registry_parser
-from cloud_bridge.registry.file import RegistryFile
+from cloud_bridge.registry.table import central_registry
 from edge.transform.scans import ScanJudge
+from mashang.config import load_config
 from mashang.registry import Registry, Scanner, Stall, Zone
 from tests.helpers.placards import RENDER_PX_PER_MM, decode, render_pdf
 
@@ -54,7 +56,8 @@ def run_cli(*argv: str) -> int:
 
 @dataclass(frozen=True)
 class Central:
-    """A central's config and registry file, and a key directory whose keys it holds."""
+    """A central's config (its registry in its database), and a key directory whose keys it
+    holds."""
 
     config: Path
     keys: Path
@@ -62,7 +65,7 @@ class Central:
 
     @property
     def registry(self) -> Registry:
-        return RegistryFile(self.config.parent / "central" / "registry.json").load()
+        return central_registry(load_config(self.config, CentralConfig))
 
     def issue_stall(self, *argv: str) -> int:
         common = ("--key-dir", str(self.keys), "--out", str(self.out), "--config", str(self.config))
@@ -80,14 +83,14 @@ def central(tmp_path: Path) -> Central:
     keys = tmp_path / "keys"
     assert run_cli("codes", "keygen", "--dir", str(keys)) == 0
     public = {key_id: base64.b64encode(raw).decode() for key_id, raw in read_keyring(keys).items()}
-    RegistryFile(tmp_path / "central" / "registry.json").replace(
-        Registry(
-            zones=[ZONE],
-            stalls=[REGISTERED],
-            scanners=[Scanner(device_id="gate-1", zone=ZONE.id, purpose="checkin")],
-            code_keys=public,
-        )
-    )
+    source = tmp_path / "registry.json"
+    source.write_text(Registry(
+        zones=[ZONE],
+        stalls=[REGISTERED],
+        scanners=[Scanner(device_id="gate-1", zone=ZONE.id, purpose="checkin")],
+        code_keys=public,
+    ).model_dump_json(), encoding="utf-8")
+    assert run_cli("registry", "import", str(source), "--config", str(config)) == 0
     return Central(config=config, keys=keys, out=tmp_path / "placards")
 
 

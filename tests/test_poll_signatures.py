@@ -7,7 +7,6 @@ across central processes on one database.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,16 +17,13 @@ from mashang.signing import MAX_SKEW_SECONDS, NONCE_HEADER, signed_headers, sign
 from tests.helpers.console import event, now_text, request
 from tests.helpers.support import GATEWAY_ID, GATEWAY_KEY, Central
 
+pytestmark = pytest.mark.central
+
 KEY = GATEWAY_KEY.encode()
 TARGET = f"/v1/gateways/{GATEWAY_ID}/commands?after=0&wait=0"
-
-
-@pytest.fixture
-def central(tmp_path: Path) -> Iterator[Central]:
-    central = Central(tmp_path / "central")
-    central.start()
-    yield central
-    central.kill()
+# Each engine's durability setting, as a connection has it outside a transaction (full).
+DURABILITY = {"sqlite": ("PRAGMA synchronous", [(2,)]),
+              "postgresql": ("SHOW synchronous_commit", [("on",)])}
 
 
 def poll(central: Central, headers: dict[str, str], target: str = TARGET):
@@ -75,8 +71,8 @@ def test_a_replayed_poll_is_refused_even_after_a_restart(central: Central) -> No
 
 @pytest.mark.system
 def test_processes_on_one_database_share_the_replay_cache(central: Central, tmp_path: Path) -> None:
-    other = Central(tmp_path / "other")
-    # The same data folder (the same SQLite file) as the first central, on another port.
+    other = Central(tmp_path / "other", database=central.database)
+    # The same data folder (the same SQLite file) and database as the first, on another port.
     config = other.config.read_text().replace(str(tmp_path / "other"), str(tmp_path / "central"))
     other.config.write_text(config)
     other.start()
@@ -99,9 +95,9 @@ def test_processes_on_one_database_share_the_replay_cache(central: Central, tmp_
 
 
 @pytest.mark.unit
-def test_marks_are_kept_for_their_window_and_then_pruned(tmp_path: Path) -> None:
+def test_marks_are_kept_for_their_window_and_then_pruned(database: Database) -> None:
     now = [1_000_000.0]
-    db = Database(tmp_path / "central.sqlite")
+    db = database
     replays = Replays(db, clock=lambda: now[0])
     stamp = str(int(now[0]))
     assert replays.first_use("poll:gw:aa", stamp)
@@ -112,5 +108,5 @@ def test_marks_are_kept_for_their_window_and_then_pruned(tmp_path: Path) -> None
     rows = db.rows("SELECT mark FROM seen_requests ORDER BY mark")
     assert rows == [("poll:gw:cc",)]
     # Marks skip their own fsync; every other write of the central keeps its full one.
-    assert db.rows("PRAGMA synchronous") == [(2,)]  # FULL
-    db.close()
+    query, full = DURABILITY[db.engine]
+    assert db.rows(query) == full

@@ -11,7 +11,6 @@ import json
 import logging
 import uuid
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -22,7 +21,7 @@ from PIL import Image
 from cloud_bridge.alerts.book import AlertBook, add_step
 from cloud_bridge.config import AlertsSection
 from cloud_bridge.receiver.store import Database, EventStore
-from cloud_bridge.registry.file import RegistryFile
+from cloud_bridge.registry.table import RegistryTable
 from cloud_bridge.report.charts import CJK_FAMILY, charts_for, png
 from cloud_bridge.report.figures import ARRIVED, Group, Month, Report, ReportError, gather
 from cloud_bridge.report.pdf import TABLE_PAGES, render
@@ -30,7 +29,7 @@ from mashang import cli
 from mashang.registry import Registry
 from tests.helpers.console import REGISTRY, enrichment
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.central]
 
 ZONE = ZoneInfo("Asia/Shanghai")
 MONTH = Month.parse("2026-11", ZONE)
@@ -53,8 +52,8 @@ class Clock:
 class Script:
     """The central's log and book, on the test's clock; each method one thing that happens."""
 
-    def __init__(self, folder: Path) -> None:
-        self.db = Database(folder / "central.sqlite")
+    def __init__(self, db: Database) -> None:
+        self.db = db
         self.store = EventStore(self.db)
         self.clock = Clock()
         self.book = AlertBook(self.db, AlertsSection(), clock=self.clock)
@@ -111,8 +110,8 @@ class Script:
                      "subject": {"id": "ST-9", "zone": "other", "scanner_zone": zone}})
 
 
-def script(folder: Path) -> Script:
-    month = Script(folder)
+def script(db: Database) -> Script:
+    month = Script(db)
     # 3号楼 (B3), 王管家 primary. Press → acknowledge: 30, 90, 300, 45 s, and one never.
     month.press("2026-11-01 00:00:10", "btn-0007", ack_after=30)  # 10 s into November here
     month.press("2026-11-03 08:00", "btn-0007", ack_after=90, arrive_after=600)
@@ -140,8 +139,8 @@ def registry() -> Registry:
 
 
 @pytest.fixture
-def report(tmp_path) -> Report:
-    month = script(tmp_path)
+def report(database) -> Report:
+    month = script(database)
     return gather(month.db, registry(), MONTH, now=at("2026-12-01 08:00"))
 
 
@@ -184,8 +183,8 @@ def test_offline_hours_count_only_the_part_inside_the_month(report):
     assert (b3.offline_buttons, b3.offline_hours) == (1, pytest.approx(6.5))
 
 
-def test_an_outage_still_open_runs_to_the_month_end(tmp_path):
-    month = Script(tmp_path)
+def test_an_outage_still_open_runs_to_the_month_end(database):
+    month = Script(database)
     month.offline("btn-0501", "2026-11-30 12:00", None)
     found = gather(month.db, registry(), MONTH, now=at("2026-12-03 00:00"))
     assert by_id(found.buildings)["B5"].offline_hours == pytest.approx(12)
@@ -206,8 +205,8 @@ def test_overdue_visits_and_stall_violations_by_zone(report):
     assert zones == {"night-market": ("夜市", 2), "east-gate": ("east-gate", 1)}
 
 
-def test_a_butlers_report_holds_his_buildings_and_no_stalls(tmp_path):
-    month = script(tmp_path)
+def test_a_butlers_report_holds_his_buildings_and_no_stalls(database):
+    month = script(database)
     mine = gather(month.db, registry(), MONTH, now=at("2026-12-01 08:00"),
                   buildings=frozenset({"B5"}))
     assert [group.id for group in mine.buildings] == ["B5"]
@@ -216,8 +215,8 @@ def test_a_butlers_report_holds_his_buildings_and_no_stalls(tmp_path):
     assert "stalls" not in charts_for(mine)
 
 
-def test_no_arrival_steps_reads_as_none(tmp_path):
-    month = Script(tmp_path)
+def test_no_arrival_steps_reads_as_none(database):
+    month = Script(database)
     month.press("2026-11-03 08:00", "btn-0007", ack_after=90)
     found = gather(month.db, registry(), MONTH, now=at("2026-12-01 08:00"))
     b3 = by_id(found.buildings)["B3"]
@@ -263,13 +262,13 @@ def test_every_chart_is_a_png_image(report):
         assert len(image.convert("L").getcolors(maxcolors=1 << 16) or []) > 2  # not a blank
 
 
-def test_the_command_writes_pdf_charts_and_figures(tmp_path, capsys):
-    data = tmp_path / "central"
-    month = script(data)
-    month.db.close()
-    RegistryFile(data / "registry.json").replace(registry())
+def test_the_command_writes_pdf_charts_and_figures(database, central_database, tmp_path, capsys):
+    script(database)
+    RegistryTable(database).change(lambda _: registry())
+    # The central's folder is where the `database` fixture put its SQLite file.
+    engine = f"database = {json.dumps(central_database)}\n" if central_database else ""
     config = tmp_path / "central.toml"
-    config.write_text(f'[central]\ndata_dir = "{data}"\n', encoding="utf-8")
+    config.write_text(f'[central]\ndata_dir = "{tmp_path}"\n{engine}', encoding="utf-8")
     out = tmp_path / "out"
     assert cli.main(["report", "--month", "2026-11", "--config", str(config),
                      "--out", str(out)]) == 0

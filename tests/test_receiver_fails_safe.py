@@ -1,37 +1,37 @@
 """A receiver that fails safe: a request is judged by its headers before its body is read (an
 unsigned flood costs the central no memory), and /healthz answers 503 with the reason while the
-store takes no write, so that a load balancer sends to another process.
+store takes no write, so that a load balancer sends to another process: an SQLite file made
+read-only or removed, a PostgreSQL server gone or refusing writes, or its writers' lock held.
 """
 
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
+import psycopg
 import pytest
 
+from cloud_bridge.receiver.postgres import WRITERS_LOCK
+from lab.postgres import PostgresServer
 from mashang.signing import GATEWAY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
 from tests.helpers.support import GATEWAY_ID, Central, wait_for
 
-pytestmark = pytest.mark.system
+pytestmark = [pytest.mark.system, pytest.mark.central]
 
 POSTS = 30
 BODY = b"x" * (8 * 1024 * 1024)  # the central's max_body_bytes, each
 RSS_BOUND_MB = 60  # what 30 bodies held at once would exceed four times over
-
-
-@pytest.fixture
-def central(tmp_path: Path) -> Iterator[Central]:
-    central = Central(tmp_path / "central")
-    central.start()
-    yield central
-    central.kill()
 
 
 def memory_mb(pid: int, field: str) -> float:
@@ -94,10 +94,6 @@ def test_headers_are_judged_before_the_body(central: Central) -> None:
 
 
 def health(central: Central) -> tuple[int, dict | str]:
-    import json
-    import urllib.error
-    import urllib.request
-
     try:
         with urllib.request.urlopen(f"{central.url}/healthz", timeout=10) as response:
             return response.status, json.loads(response.read())
@@ -114,8 +110,16 @@ def make_read_only(path: Path, read_only: bool) -> None:
         path.chmod(0o444 if read_only else 0o644)
 
 
-def test_healthz_says_503_while_the_store_takes_no_write(central: Central, tmp_path: Path
-                                                         ) -> None:
+def test_healthz_says_503_while_the_sqlite_file_takes_no_write(tmp_path: Path) -> None:
+    central = Central(tmp_path / "central")  # about the file itself: SQLite only
+    central.start()
+    try:
+        says_503_while_its_file_takes_no_write(central, tmp_path)
+    finally:
+        central.kill()
+
+
+def says_503_while_its_file_takes_no_write(central: Central, tmp_path: Path) -> None:
     assert health(central) == (200, {"ok": True})
     database = tmp_path / "central" / "central.sqlite"
     make_read_only(database, True)
@@ -137,3 +141,70 @@ def test_healthz_says_503_while_the_store_takes_no_write(central: Central, tmp_p
     database.write_bytes(b"")
     status, answer = health(central)
     assert status == 503 and "replaced" in answer["error"], answer
+
+
+def admin(url: str) -> psycopg.Connection:
+    return psycopg.connect(url, autocommit=True)
+
+
+@contextmanager
+def server_stopped(server: PostgresServer, url: str) -> Iterator[str]:
+    server.stop()
+    yield "cannot be reached"
+
+
+@contextmanager
+def writes_refused(server: PostgresServer, url: str) -> Iterator[str]:
+    """The database made read-only, as an operator does before a move; its sessions dropped,
+    so that the central's next ones start read-only."""
+    name = url.rsplit("/", 1)[1]
+
+    def set_read_only(value: str) -> None:
+        with admin(server.url()) as connection:
+            connection.execute(
+                f'ALTER DATABASE "{name}" SET default_transaction_read_only = {value}')
+            connection.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                               " WHERE datname = %s", (name,))
+
+    set_read_only("on")
+    try:
+        yield "read-only transaction"
+    finally:
+        set_read_only("off")
+
+
+@contextmanager
+def writers_lock_held(server: PostgresServer, url: str) -> Iterator[str]:
+    """Another process stuck inside a write transaction: every writer waits behind it."""
+    with admin(url) as connection:
+        connection.execute("SELECT pg_advisory_lock(%s)", (WRITERS_LOCK,))
+        yield "lock timeout"
+
+
+Breakage = Callable[[PostgresServer, str], AbstractContextManager[str]]
+
+
+@pytest.mark.parametrize("breakage", [server_stopped, writes_refused, writers_lock_held],
+                         ids=["server-gone", "read-only", "lock-held"])
+def test_healthz_says_503_with_the_reason_while_postgresql_takes_no_write(
+    tmp_path: Path, breakage: Breakage
+) -> None:
+    # A server of its own, which the test may stop: not the one the other tests share.
+    server = PostgresServer(tmp_path / "postgres")
+    server.start()
+    url = server.new_database()
+    central = Central(tmp_path / "central", database=url)
+    try:
+        central.start()
+        assert health(central) == (200, {"ok": True})
+        with breakage(server, url) as reason:
+            wait_for(lambda: reason in str(health(central)[1]), what=f"healthz saying {reason}")
+            status, answer = health(central)
+            assert status == 503, answer
+            assert isinstance(answer, dict) and answer["ok"] is False
+            assert f"127.0.0.1:{server.port}" in answer["error"], answer
+        if breakage is not server_stopped:
+            wait_for(lambda: health(central)[0] == 200, what="healthz back to 200")
+    finally:
+        central.kill()
+        server.stop()

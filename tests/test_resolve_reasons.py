@@ -27,12 +27,14 @@ from tests.helpers.console import (
 )
 from tests.helpers.support import Central, wait_for
 
+pytestmark = pytest.mark.central
+
 B3 = {"id": "B3", "name": "3号楼"}
 
 
 @pytest.fixture
-def central(tmp_path: Path) -> Iterator[Central]:
-    central = start_central(tmp_path / "central", accounts=("b-wang",))
+def central(tmp_path: Path, central_database: str | None) -> Iterator[Central]:
+    central = start_central(tmp_path / "central", accounts=("b-wang",), database=central_database)
     yield central
     central.kill()
 
@@ -137,9 +139,9 @@ def test_acknowledge_needs_no_body_and_a_closing_event_gives_no_reason(
 
 @pytest.mark.unit
 def test_a_database_from_before_reasons_keeps_its_alerts_and_takes_reasons(
-    tmp_path: Path,
+    database: Database,
 ) -> None:
-    db = Database(tmp_path / "central.sqlite")
+    db = database
     db.migrate("alerts", [SCHEMA])  # as the release before resolve reasons left it
     with db.transaction() as sql:
         sql.execute(

@@ -2,12 +2,13 @@
 the vendor's 20 a minute, counted in the database; help calls first; device faults in one
 message when the pace is tight; a robot's "too fast" waited out, a permanent refusal failed at
 once, a page that is not the vendor's answer never taken for delivery; the butler
-@-mentioned; times in the community's zone.
+@-mentioned; times in the community's zone; the queue in the database, each message posted
+once by one of two notifiers (two central processes) on it.
 
 The notifier posts to real robots on loopback (tests/helpers/robots.py) that answer as the
 vendors document, throttling included, and every wait goes by a virtual clock that moves when
 the notifier sleeps: ten minutes of DingTalk's silence take no real time. Alerts are real ones,
-raised by the alert book from stored events in a real SQLite file.
+raised by the alert book from stored events in a real database, on each engine.
 """
 
 from __future__ import annotations
@@ -28,15 +29,16 @@ from cloud_bridge.alerts.states import Page, Step
 from cloud_bridge.commands.queue import CommandQueue
 from cloud_bridge.config import AlertsSection, CentralConfig
 from cloud_bridge.notify.webhooks import Endpoint, Notifier, render
-from cloud_bridge.receiver.store import Database, EventStore
-from cloud_bridge.registry.file import RegistryFile
+from cloud_bridge.receiver.postgres import PostgresDatabase
+from cloud_bridge.receiver.store import Database, EventStore, SQLiteDatabase
 from cloud_bridge.registry.source import RegistrySource
+from cloud_bridge.registry.table import RegistryTable
 from mashang.registry import Registry
 from tests.helpers.console import enrichment, event
 from tests.helpers.robots import Post, Robots, VirtualTime, per_minute
 
 # A real aiohttp server, in-process: system by the project's markers (an HTTP server).
-pytestmark = pytest.mark.system
+pytestmark = [pytest.mark.system, pytest.mark.central]
 
 # 2026-11-30 05:51 UTC: 13:51 in Kangbashi (Asia/Shanghai, UTC+8).
 START = datetime(2026, 11, 30, 5, 51, tzinfo=UTC).timestamp()
@@ -102,11 +104,8 @@ class Desk:
 
     async def page(self, endpoint: Endpoint, alerts: list[Alert], target: str = WANG) -> list:
         """Each alert's first page to `target`, through this endpoint: True when delivered."""
-        return await asyncio.gather(
-            *(
-                self.notifier.deliver(alert.id, endpoint, render(alert, Page.RAISED, target, None))
-                for alert in alerts
-            )
+        return await self.notifier.deliver_all(
+            [(alert.id, endpoint, render(alert, Page.RAISED, target, None)) for alert in alerts]
         )
 
     def rows(self, alert: Alert) -> list[tuple]:
@@ -119,13 +118,20 @@ class Desk:
 Scenario = Callable[[Desk], Awaitable[None]]
 
 
-def run(folder: Path, scenario: Scenario, **notify: Any) -> None:
+def reopened(central_database: str | None, folder: Path) -> Database:
+    """The `database` fixture's database opened again, as another central process (or a
+    restarted one) opens it; SQLite's file is in the test's folder."""
+    if central_database is None:
+        return SQLiteDatabase(folder / "central.sqlite")
+    return PostgresDatabase(central_database)
+
+
+def run(db: Database, folder: Path, scenario: Scenario, **notify: Any) -> None:
     async def main() -> None:
         clock = VirtualTime(START)
         robots = Robots(clock)
         await robots.start()
-        RegistryFile(folder / "registry.json").replace(Registry.model_validate(REGISTRY))
-        db = Database(folder / "central.sqlite")
+        RegistryTable(db).change(lambda _: Registry.model_validate(REGISTRY))
         config = CentralConfig.model_validate(
             {
                 "central": {"data_dir": folder},
@@ -133,7 +139,7 @@ def run(folder: Path, scenario: Scenario, **notify: Any) -> None:
             }
         )
         book = AlertBook(db, AlertsSection(), clock=clock)
-        registry = RegistrySource(folder / "registry.json")
+        registry = RegistrySource(db)
         CommandQueue(db, registry, [GATEWAY])  # resolving queues the button's feedback
         notifier = Notifier(
             db, config, registry, alerts=book.get, clock=clock, sleep=clock.sleep
@@ -144,7 +150,6 @@ def run(folder: Path, scenario: Scenario, **notify: Any) -> None:
         finally:
             await notifier.close()
             await robots.close()
-            db.close()
 
     asyncio.run(asyncio.wait_for(main(), 60))
 
@@ -153,7 +158,9 @@ def buttons(building: str, count: int, first: int = 0) -> list[str]:
     return [f"btn-{building[1]}{n:02d}" for n in range(first, first + count)]
 
 
-def test_a_burst_of_thirty_calls_stays_under_the_robots_limit(tmp_path: Path) -> None:
+def test_a_burst_of_thirty_calls_stays_under_the_robots_limit(
+    database: Database, tmp_path: Path
+) -> None:
     async def scenario(desk: Desk) -> None:
         robot = Endpoint(desk.robots.wecom("wang-key"), "wecom")
         calls = desk.raise_alerts("button.press", buttons("B3", 30))
@@ -166,10 +173,12 @@ def test_a_burst_of_thirty_calls_stays_under_the_robots_limit(tmp_path: Path) ->
         assert posts[PER_MINUTE].at - posts[0].at == pytest.approx(60.0)
         assert all(desk.rows(call) == [(1, "delivered", None)] for call in calls)
 
-    run(tmp_path, scenario)
+    run(database, tmp_path, scenario)
 
 
-def test_the_pace_is_kept_across_a_restart(tmp_path: Path) -> None:
+def test_the_pace_is_kept_across_a_restart(
+    database: Database, central_database: str | None, tmp_path: Path
+) -> None:
     """The quota used is in the database: a notifier started afresh on it waits the minute
     out instead of sending a 19th message at once."""
 
@@ -179,9 +188,9 @@ def test_the_pace_is_kept_across_a_restart(tmp_path: Path) -> None:
         await desk.notifier.close()
         desk.clock.now += 10
 
-        db = Database(tmp_path / "central.sqlite")
+        db = reopened(central_database, tmp_path)
         config = CentralConfig.model_validate({"central": {"data_dir": tmp_path}})
-        registry = RegistrySource(tmp_path / "registry.json")
+        registry = RegistrySource(db)
         again = Notifier(db, config, registry, clock=desk.clock, sleep=desk.clock.sleep)
         await again.start()
         try:
@@ -194,10 +203,74 @@ def test_the_pace_is_kept_across_a_restart(tmp_path: Path) -> None:
         assert len(posts) == 19 and all(post.taken for post in posts)
         assert posts[-1].at == pytest.approx(START + 60.0)
 
-    run(tmp_path, scenario)
+    run(database, tmp_path, scenario)
 
 
-def test_help_calls_go_before_device_faults_that_came_first(tmp_path: Path) -> None:
+def test_two_notifiers_on_one_database_post_each_message_exactly_once(
+    database: Database, central_database: str | None, tmp_path: Path
+) -> None:
+    """Two central processes' notifiers, each with its own connections to the database, queue
+    calls for one robot; both lanes go after every message in the queue, and each message is
+    posted once, by one of them, who alone records it as delivered. By the wall clock: a lease
+    is a time."""
+    told: dict[str, list[str]] = {"first": [], "second": []}
+    calls_count = 12  # within the robot's minute: no waiting for the pace
+
+    async def main() -> None:
+        clock = VirtualTime(START)  # the robots' and the alert book's; the notifiers' is real
+        robots = Robots(clock)
+        await robots.start()
+        other = reopened(central_database, tmp_path)
+        RegistryTable(database).change(lambda _: Registry.model_validate(REGISTRY))
+        config = CentralConfig.model_validate({"central": {"data_dir": tmp_path}})
+        book = AlertBook(database, AlertsSection(), clock=clock)
+        everyone = asyncio.Event()
+        notifiers: dict[str, Notifier] = {}
+        loop = asyncio.get_running_loop()
+        for name, db in (("first", database), ("second", other)):
+            notifier = notifiers[name] = Notifier(db, config, RegistrySource(db))
+
+            async def delivered(alert_id: str, target: str, endpoint: Endpoint,
+                                name: str = name) -> None:
+                told[name].append(alert_id)
+                if sum(len(ids) for ids in told.values()) >= calls_count:
+                    everyone.set()
+
+            await notifier.start(delivered)
+            # As the central wires them (receiver/app.py): what one process queues or finishes
+            # wakes the other's lane (on PostgreSQL; SQLite has one process per file).
+            db.listen(lambda topic, payload, notifier=notifier: loop.call_soon_threadsafe(
+                notifier.wake, payload) if topic == "robot" else None)
+        database.announce_changes("robot_queue", "robot", "endpoint")
+        try:
+            desk = Desk(clock, robots, EventStore(database), book, notifiers["first"])
+            calls = desk.raise_alerts("button.press", buttons("B3", calls_count))
+            robot = Endpoint(robots.wecom("wang-key"), "wecom")
+            pages = [(call.id, robot, render(call, Page.RAISED, WANG, None)) for call in calls]
+            half = calls_count // 2
+            await asyncio.gather(notifiers["first"].enqueue(pages[:half]),
+                                 notifiers["second"].enqueue(pages[half:]))
+            await everyone.wait()
+            posts = robots.at("wang-key")
+            assert all(post.taken for post in posts)
+            assert sorted(
+                next(call.id for call in calls if call.data["resident"]["name"] in post.content)
+                for post in posts
+            ) == sorted(call.id for call in calls)
+            assert sorted(told["first"] + told["second"]) == sorted(call.id for call in calls)
+            assert all(desk.rows(call) == [(1, "delivered", None)] for call in calls)
+        finally:
+            for notifier in notifiers.values():
+                await notifier.close()
+            await robots.close()
+            other.close()
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_help_calls_go_before_device_faults_that_came_first(
+    database: Database, tmp_path: Path
+) -> None:
     async def scenario(desk: Desk) -> None:
         robot = Endpoint(desk.robots.wecom("wang-key"), "wecom")
         # The robot's minute is used up by earlier calls.
@@ -213,10 +286,12 @@ def test_help_calls_go_before_device_faults_that_came_first(tmp_path: Path) -> N
         # Not tight (4 faults, 10 posts left for them): each fault is a message of its own.
         assert not any("设备故障" in post.content for post in later)
 
-    run(tmp_path, scenario)
+    run(database, tmp_path, scenario)
 
 
-def test_device_faults_are_coalesced_when_the_pace_is_tight(tmp_path: Path) -> None:
+def test_device_faults_are_coalesced_when_the_pace_is_tight(
+    database: Database, tmp_path: Path
+) -> None:
     async def scenario(desk: Desk) -> None:
         robot = Endpoint(desk.robots.dingtalk("wang-token"), "dingtalk")
         assert all(await desk.page(robot, desk.raise_alerts("button.press", buttons("B3", 12))))
@@ -242,14 +317,14 @@ def test_device_faults_are_coalesced_when_the_pace_is_tight(tmp_path: Path) -> N
         assert ["住户335" in alone[0].content, "住户336" in alone[1].content] == [True, True]
         assert per_minute(desk.robots.at("wang-token")) <= PER_MINUTE
 
-    run(tmp_path, scenario)
+    run(database, tmp_path, scenario)
 
 
 @pytest.mark.parametrize(
     ("vendor", "errcode", "window"), [("wecom", 45009, 60.0), ("dingtalk", 130101, 600.0)]
 )
 def test_a_throttled_call_waits_out_the_vendors_window_then_is_delivered(
-    tmp_path: Path, vendor: str, errcode: int, window: float
+    database: Database, tmp_path: Path, vendor: str, errcode: int, window: float
 ) -> None:
     async def scenario(desk: Desk) -> None:
         url = getattr(desk.robots, vendor)("shared")
@@ -273,11 +348,11 @@ def test_a_throttled_call_waits_out_the_vendors_window_then_is_delivered(
         ]
         assert str(errcode) in rows[0]["error"]
 
-    run(tmp_path, scenario)
+    run(database, tmp_path, scenario)
 
 
 def test_a_call_waiting_out_a_silence_leaves_the_queue_when_it_is_resolved(
-    tmp_path: Path,
+    database: Database, tmp_path: Path,
 ) -> None:
     async def scenario(desk: Desk) -> None:
         url = desk.robots.dingtalk("shared")
@@ -293,7 +368,7 @@ def test_a_call_waiting_out_a_silence_leaves_the_queue_when_it_is_resolved(
         assert len(desk.robots.at("shared")) == 21  # not posted again after the silence
         assert [row[1] for row in desk.rows(call)] == ["retry", "dropped"]
 
-    run(tmp_path, scenario)
+    run(database, tmp_path, scenario)
 
 
 @pytest.mark.parametrize(
@@ -301,7 +376,7 @@ def test_a_call_waiting_out_a_silence_leaves_the_queue_when_it_is_resolved(
     [("wecom-unknown-key", 93000), ("dingtalk-wrong-secret", 310000), ("dingtalk-unknown", 300001)],
 )
 def test_a_permanent_errcode_fails_at_once_with_the_reason(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, vendor: str, errcode: int
+    database: Database, tmp_path: Path, caplog: pytest.LogCaptureFixture, vendor: str, errcode: int
 ) -> None:
     async def scenario(desk: Desk) -> None:
         robots = desk.robots
@@ -324,10 +399,10 @@ def test_a_permanent_errcode_fails_at_once_with_the_reason(
         assert logged and f"errcode {errcode}" in logged[0]
         assert "access_token" not in logged[0] and "key=" not in logged[0]
 
-    run(tmp_path, scenario)
+    run(database, tmp_path, scenario)
 
 
-def test_an_html_page_answered_200_is_not_a_delivery(tmp_path: Path) -> None:
+def test_an_html_page_answered_200_is_not_a_delivery(database: Database, tmp_path: Path) -> None:
     async def scenario(desk: Desk) -> None:
         portal = Endpoint(f"{desk.robots.url}/portal/cgi-bin/webhook/send?key=k", "wecom")
         [call] = desk.raise_alerts("button.press", ["btn-300"])
@@ -342,10 +417,12 @@ def test_an_html_page_answered_200_is_not_a_delivery(tmp_path: Path) -> None:
         assert all("not WeCom's answer" in r["error"] for r in rows)
         assert len(desk.robots.at("portal")) == 3
 
-    run(tmp_path, scenario, attempts=3)
+    run(database, tmp_path, scenario, attempts=3)
 
 
-def test_the_responsible_butler_is_mentioned_in_each_vendors_body(tmp_path: Path) -> None:
+def test_the_responsible_butler_is_mentioned_in_each_vendors_body(
+    database: Database, tmp_path: Path
+) -> None:
     async def scenario(desk: Desk) -> None:
         robots = desk.robots
         [call] = desk.raise_alerts("button.press", ["btn-300"])
@@ -375,7 +452,7 @@ def test_the_responsible_butler_is_mentioned_in_each_vendors_body(tmp_path: Path
             assert "住户300" in post.content and "3号楼 101" in post.content
             assert "1390003" in post.content  # the resident's phone, for the butler to call
 
-    run(tmp_path, scenario)
+    run(database, tmp_path, scenario)
 
 
 @pytest.fixture
@@ -389,7 +466,7 @@ def utc_host(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.mark.usefixtures("utc_host")
 def test_times_are_the_communitys_on_a_utc_host_with_the_date_when_not_today(
-    tmp_path: Path,
+    database: Database, tmp_path: Path,
 ) -> None:
     assert time.localtime(START).tm_hour == 5  # the host says 05:51
 
@@ -407,4 +484,4 @@ def test_times_are_the_communitys_on_a_utc_host_with_the_date_when_not_today(
         assert "时间: 13:51" in first and "05:51" not in first and "2026" not in first
         assert "时间: 2026-11-30 23:50" in second
 
-    run(tmp_path, scenario)
+    run(database, tmp_path, scenario)

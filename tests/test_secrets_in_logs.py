@@ -5,7 +5,9 @@ level) with its admin token, a gateway key and a console session secret, the gat
 level) with its broker password, central key and LAN-page password; presses from a device
 account; a gateway with a wrong central key and one with a wrong broker password; the duty
 room's console login (wrong password, then right, a session, a logout), the LAN page with and
-without its password, `mashang butler passwd`, `mashang doctor` and `mashang outbox`.
+without its password, `mashang butler passwd`, `mashang doctor` and `mashang outbox`. On
+PostgreSQL the central's database URL carries a password, and MASHANG_DATABASE_PASSWORD another;
+a central whose database cannot be reached names it without either.
 
 Then every log file and every command's output is searched for each secret: the configured
 ones, and those made during the run (the session cookie, the CSRF token, the HTTP basic and
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from cloud_bridge.receiver.postgres import PASSWORD_VARIABLE
 from tests.helpers.secure_broker import SecureBroker, clients
 from tests.helpers.support import (
     ADMIN_TOKEN,
@@ -31,13 +34,14 @@ from tests.helpers.support import (
     GATEWAY_KEY,
     Central,
     Gateway,
+    free_port,
     get_json,
     mashang,
     set_option,
     wait_for,
 )
 
-pytestmark = pytest.mark.system
+pytestmark = [pytest.mark.system, pytest.mark.central]
 
 SECRETS = {
     "central key": "Kc-7f3a9c51e2-central-key",
@@ -50,6 +54,10 @@ SECRETS = {
     "console password": "Pc-2c9e77f014-console",
     "wrong console password": "Px-e5a0d93b12-console-wrong",
     "console session secret": "Ss-b41d5e6f70-session-secret",
+}
+DATABASE_SECRETS = {
+    "database URL's password": "Pd-3e8c5a17b9-database-url",
+    "database password variable": "Pv-d06f4b92a8-database-env",
 }
 
 
@@ -68,8 +76,10 @@ def request(url: str, *, method: str = "GET", body: dict | None = None,
         return exc.code, dict(exc.headers), exc.read()
 
 
-def run(argv: list[str], log: Path, stdin: str | None = None) -> subprocess.CompletedProcess:
-    result = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=120)
+def run(argv: list[str], log: Path, stdin: str | None = None,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=120,
+                            env=env)
     log.write_text(f"$ {' '.join(argv)}\n{result.stdout}{result.stderr}")
     return result
 
@@ -79,11 +89,26 @@ def debug(argv: list[str]) -> list[str]:
     return [*argv[:3], "--log-level", "debug", *argv[3:]]
 
 
-def test_no_secret_appears_in_any_log_line(tmp_path: Path):
+def with_password(url: str) -> str:
+    """The URL with the user's password in it (the test server trusts loopback: any works)."""
+    password = DATABASE_SECRETS["database URL's password"]
+    return url.replace("://mashang@", f"://mashang:{password}@")
+
+
+def central_with_database_secrets(folder: Path, database: str | None) -> Central:
+    """On PostgreSQL, both ways of giving the database's password at once."""
+    if database is None:
+        return Central(folder)
+    central = Central(folder, database=with_password(database))
+    central.env[PASSWORD_VARIABLE] = DATABASE_SECRETS["database password variable"]
+    return central
+
+
+def test_no_secret_appears_in_any_log_line(tmp_path: Path, central_database: str | None):
     accounts = {"mashang-gateway": SECRETS["gateway's broker password"],
                 "btn-0007": SECRETS["button's broker password"]}
     broker = SecureBroker(tmp_path / "broker", accounts)
-    central = Central(tmp_path / "central")
+    central = central_with_database_secrets(tmp_path / "central", central_database)
     config = central.config.read_text()
     assert ADMIN_TOKEN in config and GATEWAY_KEY in config
     config = config.replace(ADMIN_TOKEN, SECRETS["admin token"])
@@ -103,7 +128,7 @@ def test_no_secret_appears_in_any_log_line(tmp_path: Path):
         started.append(central)
         result = run(mashang("butler", "passwd", "duty", "--config", str(central.config),
                              "--password-stdin"), commands / "butler-passwd.log",
-                     stdin=SECRETS["console password"] + "\n")
+                     stdin=SECRETS["console password"] + "\n", env=central.env)
         assert result.returncode == 0, result.stderr
 
         gateway = Gateway(tmp_path / "gateway", broker.port, central.url,
@@ -207,7 +232,7 @@ def test_no_secret_appears_in_any_log_line(tmp_path: Path):
     lines = [(path, line) for path in logs
              for line in path.read_text(errors="replace").splitlines()]
     assert len(lines) > 50, "the run logged too little to prove anything"
-    secrets = {**SECRETS, **made}
+    secrets = {**SECRETS, **DATABASE_SECRETS, **made}
     found = [(name, path.relative_to(tmp_path), line[:200])
              for name, value in secrets.items()
              for path, line in lines if value in line]
@@ -215,3 +240,17 @@ def test_no_secret_appears_in_any_log_line(tmp_path: Path):
     print(f"\n{len(lines)} log lines from {len(logs)} files: none holds any of "
           f"{len(secrets)} secrets")
     assert GATEWAY_ID in "".join(line for _, line in lines)  # the grep saw the real logs
+
+
+def test_an_unreachable_postgresql_is_named_without_its_password(tmp_path: Path) -> None:
+    """Serving and `mashang central migrate`, each refused by a database that is not there."""
+    where = f"127.0.0.1:{free_port()}"
+    central = central_with_database_secrets(tmp_path / "central",
+                                            f"postgresql://mashang@{where}/central")
+    for argv in (central.argv, mashang("central", "migrate", "--config", str(central.config))):
+        result = run(argv, tmp_path / "refused.log", env=central.env)
+        assert result.returncode != 0
+        said = result.stdout + result.stderr
+        assert where in said, said
+        for name, value in DATABASE_SECRETS.items():
+            assert value not in said, f"the {name} in: {said}"

@@ -22,14 +22,15 @@ from tests.helpers.console import (
 )
 from tests.helpers.support import Central, wait_for
 
-pytestmark = pytest.mark.system
+pytestmark = [pytest.mark.system, pytest.mark.central]
 
 ENDS_WITHIN = 5.0  # seconds: the feature's promise, not a measurement
 
 
 @pytest.fixture
-def central(tmp_path: Path) -> Iterator[Central]:
-    central = start_central(tmp_path / "central", accounts=("b-wang", "duty"))
+def central(tmp_path: Path, central_database: str | None) -> Iterator[Central]:
+    central = start_central(tmp_path / "central", accounts=("b-wang", "duty"),
+                            database=central_database)
     yield central
     central.kill()
 

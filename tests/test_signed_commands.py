@@ -14,8 +14,10 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
+from cloud_bridge.commands.signing import KEY_FILE
 from cloud_bridge.config import CentralConfig
 from edge.config import CentralSection
 from mashang.config import ConfigError, load_config
@@ -38,6 +40,8 @@ from tests.helpers.console import (
 from tests.helpers.e2e import FeedbackLog, buttons, gateway_registry, wait_gateway_registry
 from tests.helpers.support import COMMAND_KEY, Broker, Central, Gateway, mashang, wait_for
 
+pytestmark = pytest.mark.central
+
 REGISTERED = [button["device_id"] for button in REGISTRY["buttons"]]
 
 
@@ -49,9 +53,25 @@ def command_key_of(central: Central) -> str:
     return result.stdout.strip()
 
 
+def kept_seed(central: Central) -> str:
+    """The private key where the central keeps it: a file only it may read (SQLite), or a row
+    of the database that every central process on it shares (PostgreSQL)."""
+    key_file = central.folder / KEY_FILE
+    if central.database is None:
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        return key_file.read_text().strip()
+    assert not key_file.exists()
+    with psycopg.connect(central.database) as connection:
+        row = connection.execute("SELECT value FROM made_secrets WHERE name = %s",
+                                 (KEY_FILE,)).fetchone()
+    assert row is not None
+    return row[0]
+
+
 @pytest.fixture
-def central(tmp_path: Path) -> Iterator[Central]:
-    central = start_central(tmp_path / "central", accounts=("b-wang", "duty"))
+def central(tmp_path: Path, central_database: str | None) -> Iterator[Central]:
+    central = start_central(tmp_path / "central", accounts=("b-wang", "duty"),
+                            database=central_database)
     yield central
     central.kill()
 
@@ -112,11 +132,12 @@ def test_a_command_key_that_is_no_key_is_refused_by_name(tmp_path: Path) -> None
 # -- the central's key ------------------------------------------------------------------------
 
 @pytest.mark.system
-def test_the_central_makes_its_key_once_and_prints_its_public_half(tmp_path: Path) -> None:
-    central = Central(tmp_path / "central", command_signing_key=None)
+def test_the_central_makes_its_key_once_and_prints_its_public_half(
+    tmp_path: Path, central_database: str | None
+) -> None:
+    central = Central(tmp_path / "central", command_signing_key=None, database=central_database)
     printed = command_key_of(central)
-    key_file = tmp_path / "central" / "command.key"
-    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    seed = kept_seed(central)
     assert command_key_of(central) == printed  # made once, kept
     source = tmp_path / "registry.json"
     source.write_text(json.dumps(REGISTRY, ensure_ascii=False))
@@ -130,7 +151,7 @@ def test_the_central_makes_its_key_once_and_prints_its_public_half(tmp_path: Pat
         central.terminate()
         central.start()  # a restart signs with the same key
         assert command_key_of(central) == printed
-        assert key_file.read_text().strip() not in central.output()  # never logged
+        assert seed not in central.output()  # never logged
     finally:
         central.kill()
 

@@ -19,12 +19,16 @@ from tests.helpers.console import admin_get, request
 from tests.helpers.phone_pages import form_key, get, post_form, start_phone_central, token
 from tests.helpers.support import Central
 
+pytestmark = pytest.mark.central  # each test is marked unit or system itself
+
 ST1 = f"/S/{token('stall', 'ST-001')}"
 
 
 @pytest.fixture(scope="module")
-def central(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Central]:
-    central = start_phone_central(tmp_path_factory.mktemp("stall-central"))
+def central(tmp_path_factory: pytest.TempPathFactory, module_database: str | None,
+            ) -> Iterator[Central]:
+    folder = tmp_path_factory.mktemp("stall-central")
+    central = start_phone_central(folder, database=module_database)
     yield central
     central.kill()
 
@@ -187,8 +191,10 @@ def test_floods_from_one_client_are_refused_in_chinese(central) -> None:
 
 
 @pytest.mark.system
-def test_the_form_key_survives_a_restart_of_the_central(tmp_path: Path) -> None:
-    central = start_phone_central(tmp_path / "central")
+def test_the_form_key_survives_a_restart_of_the_central(
+    tmp_path: Path, central_database: str | None
+) -> None:
+    central = start_phone_central(tmp_path / "central", database=central_database)
     try:
         key = fresh_key(central)
         assert central.terminate() == 0

@@ -39,7 +39,7 @@ from tests.helpers.office import (
 )
 from tests.helpers.support import Central, wait_for
 
-pytestmark = pytest.mark.system
+pytestmark = [pytest.mark.system, pytest.mark.central]
 
 TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d$")
 
@@ -52,8 +52,10 @@ def robot() -> Iterator[WebhookReceiver]:
 
 
 @pytest.fixture
-def central(tmp_path: Path, robot: WebhookReceiver) -> Iterator[Central]:
-    central = start_office_central(tmp_path / "central", robot)
+def central(
+    tmp_path: Path, central_database: str | None, robot: WebhookReceiver
+) -> Iterator[Central]:
+    central = start_office_central(tmp_path / "central", robot, database=central_database)
     yield central
     central.kill()
 

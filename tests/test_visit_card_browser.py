@@ -19,15 +19,15 @@ from tests.helpers.console_page import console_page
 from tests.helpers.e2e import ARTIFACTS
 from tests.helpers.visits import COMMUNITY, OTHER_GATEWAY, checkin, send, visits_central
 
-pytestmark = pytest.mark.system
+pytestmark = [pytest.mark.system, pytest.mark.central]
 
 OVERDUE = "[visits]\noverdue_after = 2.0\ncheck_interval = 0.5\n"
 
 
 def test_the_visit_card_says_who_where_and_since_when_and_goes_when_visited(
-    tmp_path: Path, browser: Browser
+    tmp_path: Path, central_database: str | None, browser: Browser
 ) -> None:
-    central = visits_central(tmp_path / "central", extra=OVERDUE)
+    central = visits_central(tmp_path / "central", extra=OVERDUE, database=central_database)
     try:
         visited = datetime.now(COMMUNITY) - timedelta(days=3, hours=1)
         send(central, [checkin("H-3-1201", at=visited)])

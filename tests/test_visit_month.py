@@ -15,7 +15,7 @@ import pytest
 from tests.helpers.console import ConsoleClient, admin_cli, request
 from tests.helpers.visits import COMMUNITY, OTHER_GATEWAY, checkin, send, visits_central
 
-pytestmark = pytest.mark.system
+pytestmark = [pytest.mark.system, pytest.mark.central]
 
 
 def month_of(moment: datetime) -> str:
@@ -29,9 +29,10 @@ def rows(answer: dict) -> dict[str, dict[str, dict]]:
 
 
 def test_each_butler_gets_the_months_visits_of_their_residents_living_alone(
-    tmp_path: Path,
+    tmp_path: Path, central_database: str | None
 ) -> None:
-    central = visits_central(tmp_path / "central", accounts=("b-wang", "b-zhao", "duty"))
+    central = visits_central(tmp_path / "central", accounts=("b-wang", "b-zhao", "duty"),
+                             database=central_database)
     try:
         now = datetime.now(COMMUNITY)
         start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)

@@ -1,24 +1,31 @@
 """Webhooks as the robots expect them, through a running central: WeCom's text message that
 @-mentions the butler by phone, DingTalk's markdown message with `at.atMobiles`, posted to a
 URL signed with its timestamp, generic JSON; retried with backoff; every attempt recorded with
-its status. (Pacing, throttling, coalescing and the vendors' errcodes, by a virtual clock:
-test_robot_delivery.py.)"""
+its status; a message not yet delivered when the central is killed (SIGKILL) delivered after its
+restart, and a post cut short by a kill taken again, once, when its lease runs out (on
+PostgreSQL by another central process serving meanwhile). (Pacing, throttling, coalescing and
+the vendors' errcodes, by a virtual clock: test_robot_delivery.py.)"""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import hashlib
 import hmac
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote_plus
 
 import pytest
+from aiohttp import web
 
+from cloud_bridge.receiver.store import Database
 from tests.helpers.console import (
     REGISTRY,
+    Received,
     WebhookReceiver,
     alert_detail,
     ingest,
@@ -29,7 +36,7 @@ from tests.helpers.console import (
 )
 from tests.helpers.support import Central, wait_for
 
-pytestmark = pytest.mark.system
+pytestmark = [pytest.mark.system, pytest.mark.central]
 
 DINGTALK_SECRET = "SEC0123456789abcdef"
 
@@ -51,7 +58,9 @@ def receiver() -> Iterator[WebhookReceiver]:
 
 
 @pytest.fixture
-def central(tmp_path: Path, receiver: WebhookReceiver) -> Iterator[Central]:
+def central(
+    tmp_path: Path, receiver: WebhookReceiver, central_database: str | None
+) -> Iterator[Central]:
     url = receiver.url
     registry = copy.deepcopy(REGISTRY)
     zhao = next(b for b in registry["butlers"] if b["id"] == "b-zhao")
@@ -68,7 +77,9 @@ def central(tmp_path: Path, receiver: WebhookReceiver) -> Iterator[Central]:
         # Describes the URL in b-zhao's registry entry: it is a WeCom robot.
         f'[[webhooks]]\nurl = "{url}/zhao-robot?key=zhao-key"\nformat = "wecom"\n'
     )
-    central = start_central(tmp_path / "central", registry=registry, extra=extra)
+    central = start_central(
+        tmp_path / "central", registry=registry, extra=extra, database=central_database
+    )
     yield central
     central.kill()
 
@@ -181,3 +192,105 @@ def test_a_butlers_own_robot_from_the_registry_is_retried_past_a_busy_answer(
     assert all(item.body["msgtype"] == "text" for item in receiver.at("/zhao-robot"))
     last = receiver.at("/zhao-robot")[-1].body["text"]
     assert "陈建国" in last["content"] and last["mentioned_mobile_list"] == ["13800000003"]
+
+
+def duty_hook(receiver: WebhookReceiver, notify: str) -> str:
+    """A central's config: this [notify] section, and the duty contact's one webhook."""
+    return f'[notify]\n{notify}\n[[webhooks]]\nurl = "{receiver.url}/duty"\nto = ["duty"]\n'
+
+
+def test_a_message_not_yet_delivered_when_the_central_is_killed_is_delivered_after_restart(
+    tmp_path: Path, central_database: str | None
+) -> None:
+    receiver = WebhookReceiver(script={"/duty": [(503, {"error": "busy"})]})
+    # The second attempt 4 to 8 s after the first: the central is killed before it.
+    extra = duty_hook(receiver, "backoff_min = 8\nbackoff_max = 8")
+    central = start_central(tmp_path / "central", extra=extra, database=central_database)
+    try:
+        ingest(central, [press("btn-9999", "g-9")])  # unregistered: the duty contact's hook
+        alert = wait_alert(central, "btn-9999")
+        [first] = wait_for(lambda: deliveries(central, alert["id"], "/duty"), what="an attempt")
+        assert first["outcome"] == "retry"
+        central.kill()
+        central.start()
+
+        attempts = wait_for(
+            lambda: (found := deliveries(central, alert["id"], "/duty"))
+            and found[-1]["outcome"] != "retry" and found,
+            timeout=30,
+            what="the attempt after the restart",
+        )
+        assert [(d["attempt"], d["status"], d["outcome"]) for d in attempts] == [
+            (1, 503, "retry"),
+            (2, 200, "delivered"),
+        ]
+        assert len(receiver.at("/duty")) == 2
+        assert [s["who"] for s in steps(central, alert["id"], "notified")] == ["duty"]
+    finally:
+        central.kill()
+        receiver.close()
+
+
+@dataclass
+class HoldingReceiver(WebhookReceiver):
+    """Holds the first post unanswered (until it closes), as a robot slow to answer while the
+    central posting to it is killed; answers the others at once."""
+
+    holding: bool = True
+
+    async def _take(self, request: web.Request) -> web.Response:
+        answer = await super()._take(request)
+        if self.holding:
+            self.holding = False
+            self._released = asyncio.Event()
+            await self._released.wait()
+        return answer
+
+    def close(self) -> None:
+        if not self.holding:
+            self._loop.call_soon_threadsafe(self._released.set)
+        super().close()
+
+    def posts(self) -> list[Received]:
+        return self.at("/duty")
+
+
+def test_a_post_cut_short_by_a_kill_is_taken_again_once_when_its_lease_runs_out(
+    tmp_path: Path, central_database: str | None, database: Database
+) -> None:
+    receiver = HoldingReceiver()
+    extra = duty_hook(receiver, "timeout = 5")  # a lease: the post's timeout and 10 s more
+    # `database` is this central's own (the fixture's SQLite file is in tmp_path).
+    centrals = [start_central(tmp_path, extra=extra, database=central_database)]
+    if central_database is not None:  # another process on the same PostgreSQL, serving all along
+        centrals.append(start_central(tmp_path / "second", registry=None, extra=extra,
+                                      database=central_database))
+    try:
+        ingest(centrals[0], [press("btn-9999", "g-9")])
+        alert = wait_alert(centrals[0], "btn-9999")
+        wait_for(receiver.posts, what="the post the robot holds")
+        # The process posting it is the one its lease names.
+        [[owner]] = database.rows("SELECT claimed_by FROM robot_queue WHERE done_at IS NULL")
+        poster = next(c for c in centrals if c.proc and f":{c.proc.pid}:" in owner)
+        poster.kill()
+        others = [c for c in centrals if c is not poster]
+        if not others:  # SQLite: one process on the file, the same central restarted
+            poster.start()
+        survivor = others[0] if others else poster
+
+        attempts = wait_for(
+            lambda: deliveries(survivor, alert["id"], "/duty"), timeout=40,
+            what="the post taken again",
+        )
+        # The post the kill cut short was never answered, so never recorded; the robot saw the
+        # message twice, and took it once.
+        assert [(d["attempt"], d["status"], d["outcome"]) for d in attempts] == [
+            (1, 200, "delivered")
+        ]
+        held, taken = receiver.posts()
+        assert held.body["alert"]["id"] == taken.body["alert"]["id"] == alert["id"]
+        assert [s["who"] for s in steps(survivor, alert["id"], "notified")] == ["duty"]
+    finally:
+        for central in centrals:
+            central.kill()
+        receiver.close()

@@ -17,17 +17,24 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import uuid
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from typing import Any, Literal
 
 from cloud_bridge.alerts.clock import SYSTEM_CLOCK, Clock
-from cloud_bridge.alerts.states import OPEN_STATES, UNACKNOWLEDGED, AlertState, Listing, Step
+from cloud_bridge.alerts.states import (
+    OPEN_STATES,
+    UNACKNOWLEDGED,
+    AlertState,
+    Listing,
+    Page,
+    Step,
+)
 from cloud_bridge.commands.queue import enqueue, feedback_command
 from cloud_bridge.config import AlertsSection
-from cloud_bridge.receiver.store import Database
+from cloud_bridge.receiver.store import Connection, Database
 from cloud_bridge.visits.facts import REMINDER_SOURCE, reminder_subject, visited_household
 
 log = logging.getLogger(__name__)
@@ -295,11 +302,22 @@ class Search:
     raised_until: float | None = None
 
 
-# Where `Search.text` looks: one string, the fields apart by a separator nobody types.
+# A raise, a raised priority and an escalation each owe a page of the escalation ladder. It is
+# owed in the step's own transaction and paid in another (`pay_pages`: routed, rendered, queued
+# for the robots), so that a process that dies between the two leaves it owed for any other.
+PAGING_STEPS = frozenset({Step.RAISED, Step.PRIORITY, Step.ESCALATED})
+PAGES_OWED = """
+CREATE TABLE IF NOT EXISTS pages_owed (step INTEGER PRIMARY KEY, alert TEXT NOT NULL);
+"""
+
+MIGRATIONS = [SCHEMA, RESOLUTIONS, OPEN_KEY_BY_GATEWAY, ARRIVALS, PAGES_OWED]
+
+# Where `Search.text` looks: one string, the fields apart by a separator nobody types (the
+# unit separator, written into the literal: the engines name the function that makes it apart).
 HAYSTACK = (
-    "lower(COALESCE(json_extract(data, '$.resident.name'), '') || char(31)"
+    "lower(COALESCE(json_extract(data, '$.resident.name'), '') || '\x1f'"
     " || COALESCE(json_extract(data, '$.resident.room'), json_extract(data, '$.room'), '')"
-    " || char(31) || COALESCE(device_id, ''))"
+    " || '\x1f' || COALESCE(device_id, ''))"
 )
 
 
@@ -338,28 +356,62 @@ def moment(text: Any, fallback: float) -> float:
         return fallback
 
 
+def in_list(values: Collection[Any]) -> str:
+    """The placeholders of `IN (...)` for these values; for none, NULL, which nothing equals
+    (SQLite takes an empty `IN ()`, PostgreSQL does not)."""
+    return ", ".join("?" for _ in values) or "NULL"
+
+
 def add_step(
-    db: sqlite3.Connection,
+    db: Connection,
     at: float,
     alert_id: str,
     step: Step,
     who: str | None,
     detail: dict | None = None,
 ) -> None:
-    db.execute(
-        "INSERT INTO alert_steps (alert, step, who, at, detail) VALUES (?, ?, ?, ?, ?)",
+    (seq,) = db.execute(
+        "INSERT INTO alert_steps (alert, step, who, at, detail) VALUES (?, ?, ?, ?, ?)"
+        " RETURNING seq",
         (alert_id, step, who, at, json.dumps(detail or {}, ensure_ascii=False)),
-    )
+    ).fetchone()
+    if step in PAGING_STEPS:
+        db.execute("INSERT INTO pages_owed (step, alert) VALUES (?, ?)", (seq, alert_id))
 
 
-def save(db: sqlite3.Connection, alert: Alert) -> None:
+@dataclass(frozen=True)
+class OwedPage:
+    """A page of the escalation ladder a step calls for: its rung and its words."""
+
+    alert: Alert
+    escalation: int
+    page: Page
+
+
+def owed_page(alert: Alert, step: str, detail: dict[str, Any]) -> OwedPage | None:
+    if step == Step.RAISED:
+        return OwedPage(alert, 0, Page.RAISED)
+    if step == Step.PRIORITY:  # a raised priority pages again only who has not answered
+        unanswered = alert.state in UNACKNOWLEDGED
+        return OwedPage(alert, alert.escalations, Page.PRIORITY) if unanswered else None
+    why = Page.NO_ARRIVAL if detail.get("why") == "no_arrival" else Page.ESCALATED
+    return OwedPage(alert, int(detail["escalation"]), why)
+
+
+# Pays a page inside the transaction that records it: the targets paged and how many robots'
+# messages were queued (in that transaction too).
+PagePayer = Callable[[Connection, OwedPage], tuple[list[str], int]]
+
+
+def save(db: Connection, alert: Alert) -> None:
     values = asdict(alert)
     values["data"] = json.dumps(alert.data, ensure_ascii=False)
     values["open_key"] = open_key(alert) if alert.is_open else None
     names = [*COLUMNS, "open_key"]
     db.execute(
-        f"INSERT OR REPLACE INTO alerts ({', '.join(names)})"
-        f" VALUES ({', '.join('?' for _ in names)})",
+        f"INSERT INTO alerts ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})"
+        " ON CONFLICT (id) DO UPDATE SET "
+        + ", ".join(f"{name} = excluded.{name}" for name in names if name != "id"),
         [values[name] for name in names],
     )
 
@@ -416,11 +468,11 @@ class AlertBook:
         self._db = db
         self._settings = settings
         self.clock = clock
-        db.migrate("alerts", [SCHEMA, RESOLUTIONS, OPEN_KEY_BY_GATEWAY, ARRIVALS])
+        db.migrate("alerts", MIGRATIONS)
 
     def _step(
         self,
-        db: sqlite3.Connection,
+        db: Connection,
         alert_id: str,
         step: Step,
         who: str | None,
@@ -456,10 +508,11 @@ class AlertBook:
                     log.exception("event %s could not be applied to the alerts", seq)
                     db.execute("ROLLBACK TO event")
                 db.execute("RELEASE event")
-            db.execute("INSERT OR REPLACE INTO alert_feed (id, seq) VALUES (1, ?)", (cursor,))
+            db.execute("INSERT INTO alert_feed (id, seq) VALUES (1, ?)"
+                       " ON CONFLICT (id) DO UPDATE SET seq = excluded.seq", (cursor,))
         return len(rows), changes
 
-    def _apply(self, db: sqlite3.Connection, event: StoredEvent) -> list[Change]:
+    def _apply(self, db: Connection, event: StoredEvent) -> list[Change]:
         event_type = event.body["type"]
         if event_type == HANDLED_LOCALLY:
             return self._handled_locally(db, event)
@@ -479,7 +532,7 @@ class AlertBook:
         return self._join(db, alert, event)
 
     def _open(
-        self, db: sqlite3.Connection, category: str, gateway_id: str, subject: str | None
+        self, db: Connection, category: str, gateway_id: str, subject: str | None
     ) -> Alert | None:
         """The gateway's open alert of a category for a device (subject "" for one per
         gateway); None for no subject, as a device-less event never joins one."""
@@ -490,7 +543,7 @@ class AlertBook:
         ).fetchone()
         return from_row(row) if row else None
 
-    def _raise(self, db: sqlite3.Connection, event: StoredEvent, policy: Policy) -> Change:
+    def _raise(self, db: Connection, event: StoredEvent, policy: Policy) -> Change:
         body, data = event.body, event.data
         alert = Alert(
             id=uuid.uuid4().hex,
@@ -521,7 +574,7 @@ class AlertBook:
         )
         return Change(alert, Step.RAISED)
 
-    def _join(self, db: sqlite3.Connection, alert: Alert, event: StoredEvent) -> list[Change]:
+    def _join(self, db: Connection, alert: Alert, event: StoredEvent) -> list[Change]:
         """A further event for an open alert: one more press, maybe a higher priority."""
         body = event.body
         before = alert.priority
@@ -558,7 +611,7 @@ class AlertBook:
             changes.append(Change(alert, Step.PRIORITY))
         return changes
 
-    def _handled_locally(self, db: sqlite3.Connection, event: StoredEvent) -> list[Change]:
+    def _handled_locally(self, db: Connection, event: StoredEvent) -> list[Change]:
         data = event.data
         alert = self._by_event(db, event.gateway_id, data.get("alert_id"),
                                data.get("gateway_alert_id"))
@@ -576,7 +629,7 @@ class AlertBook:
         self._step(db, alert.id, Step.HANDLED_LOCALLY, f"gateway:{event.gateway_id}", detail)
         return [Change(alert, Step.HANDLED_LOCALLY)]
 
-    def _checked_in(self, db: sqlite3.Connection, event: StoredEvent) -> list[Change]:
+    def _checked_in(self, db: Connection, event: StoredEvent) -> list[Change]:
         """A household's code accepted by a scanner: the acknowledged help calls of that
         household have their butler at the door. Whichever gateway the scanner reached us
         through (the signed code, verified there, names the door; the gateway does not), as
@@ -604,7 +657,7 @@ class AlertBook:
                                          alert.acknowledged_by, detail))
         return changes
 
-    def _visited(self, db: sqlite3.Connection, event: StoredEvent) -> list[Change]:
+    def _visited(self, db: Connection, event: StoredEvent) -> list[Change]:
         household = visited_household(event.data)
         category = POLICIES["visit.overdue"].category
         alert = household and self._open(db, category, REMINDER_SOURCE, reminder_subject(household))
@@ -619,7 +672,7 @@ class AlertBook:
         return [self._resolve(db, alert, who, name, CHECKIN, reason="arrived")]
 
     def _by_event(
-        self, db: sqlite3.Connection, gateway_id: str, event_id: Any, gateway_alert_id: Any
+        self, db: Connection, gateway_id: str, event_id: Any, gateway_alert_id: Any
     ) -> Alert | None:
         """The gateway's alert that its event raised or joined (its steps name the event), or
         else the one that holds the gateway's id for the emergency. Never another gateway's."""
@@ -726,7 +779,7 @@ class AlertBook:
             return self._arrived(db, alert, self.clock(), who, name, detail)
 
     def _arrived(
-        self, db: sqlite3.Connection, alert: Alert, at: float, who: str, name: str | None,
+        self, db: Connection, alert: Alert, at: float, who: str, name: str | None,
         detail: dict[str, Any],
     ) -> Change:
         alert.state = AlertState.ARRIVED
@@ -751,7 +804,7 @@ class AlertBook:
 
     def _resolve(
         self,
-        db: sqlite3.Connection,
+        db: Connection,
         alert: Alert,
         who: str,
         name: str | None,
@@ -774,7 +827,7 @@ class AlertBook:
         return Change(alert, Step.RESOLVED, feedback_to)
 
     def _feedback(
-        self, db: sqlite3.Connection, alert: Alert, state: AlertState, by: str | None
+        self, db: Connection, alert: Alert, state: AlertState, by: str | None
     ) -> str:
         assert alert.device_id and alert.gateway_alert_id
         command = feedback_command(alert.device_id, alert.gateway_alert_id, state, by)
@@ -808,7 +861,7 @@ class AlertBook:
             self._step(db, alert.id, Step.ESCALATED, None, {"escalation": alert.escalations})
         return alert
 
-    def _no_arrival(self, db: sqlite3.Connection, alert: Alert, now: float) -> Alert:
+    def _no_arrival(self, db: Connection, alert: Alert, now: float) -> Alert:
         """Acknowledged, and nobody at the door within `arrive_within`: unacknowledged again,
         so it climbs the ladder as before (always this once, even past `max_escalations`: the
         resident is still waiting) and anyone on it may take it."""
@@ -825,10 +878,33 @@ class AlertBook:
         self._step(db, alert.id, Step.ESCALATED, None, detail)
         return alert
 
-    def paged(self, alert_id: str, targets: list[str], escalation: int, webhooks: int) -> None:
-        detail = {"targets": targets, "escalation": escalation, "webhooks": webhooks}
+    @property
+    def shared(self) -> bool:
+        """Other central processes may write the same book."""
+        return self._db.shared
+
+    def pay_pages(self, pay: PagePayer, limit: int = 100) -> int:
+        """Pay the oldest pages owed, each with `pay` and a `paged` step, in one transaction:
+        whichever process comes first pays a page, once; one killed before it commits leaves
+        it owed for the next. How many were paid."""
+        if not self._db.rows("SELECT 1 FROM pages_owed LIMIT 1"):  # a look without the lock
+            return 0
         with self._db.transaction() as db:
-            self._step(db, alert_id, Step.PAGED, None, detail)
+            owed = db.execute(
+                "SELECT o.step, s.step, s.detail, o.alert FROM pages_owed o"
+                " JOIN alert_steps s ON s.seq = o.step ORDER BY o.step LIMIT ?", (limit,)
+            ).fetchall()
+            for seq, step, detail, alert_id in owed:
+                db.execute("DELETE FROM pages_owed WHERE step = ?", (seq,))
+                alert = self._get(db, alert_id)
+                page = owed_page(alert, step, json.loads(detail)) if alert is not None else None
+                if page is None:
+                    continue
+                targets, webhooks = pay(db, page)
+                # The count tells an operator when a target has no webhook (only the console).
+                self._step(db, alert_id, Step.PAGED, None, {
+                    "targets": targets, "escalation": page.escalation, "webhooks": webhooks})
+        return len(owed)
 
     def notified(self, alert_id: str, who: str, detail: dict[str, Any]) -> Change | None:
         """Someone was reached (a webhook took the message); a Change on the first time."""
@@ -848,7 +924,7 @@ class AlertBook:
             self._step(db, alert_id, Step.PUSHED, account, {"channel": "console"})
             return self._first_reach(db, alert_id)
 
-    def _first_reach(self, db: sqlite3.Connection, alert_id: str) -> Change | None:
+    def _first_reach(self, db: Connection, alert_id: str) -> Change | None:
         alert = self._get(db, alert_id)
         if alert is None or alert.notified_at is not None:
             return None
@@ -860,7 +936,7 @@ class AlertBook:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def _get(self, db: sqlite3.Connection, alert_id: str) -> Alert | None:
+    def _get(self, db: Connection, alert_id: str) -> Alert | None:
         row = db.execute(f"{SELECT} WHERE id = ?", (alert_id,)).fetchone()
         return from_row(row) if row else None
 
@@ -885,7 +961,7 @@ class AlertBook:
         """Alerts newest raised first (ties by id, so that a page ends where the next one
         starts: `before` is the (raised_at, id) of the last alert of the page before);
         `buildings` None means every building and none."""
-        query, params = SELECT + " WHERE 1", []
+        query, params = SELECT + " WHERE 1 = 1", []
 
         def where(condition: str, *values: Any) -> None:
             nonlocal query
@@ -893,13 +969,13 @@ class AlertBook:
             params.extend(values)
 
         def within(column: str, values: frozenset[str]) -> None:
-            where(f"{column} IN ({', '.join('?' for _ in values)})", *sorted(values))
+            where(f"{column} IN ({in_list(values)})", *sorted(values))
 
         if device_id is not None:
             where("device_id = ?", device_id)
         if buildings is not None:
             # A gateway's alert has no building of its own; it names those behind it.
-            marks = ", ".join("?" for _ in buildings)
+            marks = in_list(buildings)
             where(
                 f"(building IN ({marks}) OR (building IS NULL AND EXISTS (SELECT 1 FROM"
                 " json_each(data, '$.buildings')"

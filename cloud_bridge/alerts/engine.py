@@ -1,29 +1,44 @@
 """The alert engine: runs the alert book off the event loop and acts on what it reports.
 
-It feeds newly stored events to the book, pages the rung of the escalation ladder each change
-calls for, keeps one asyncio timer per alert with a deadline (unacknowledged, or acknowledged
-with nobody at the door yet; restored from the database after a restart), publishes every
-change to the consoles' live streams and wakes the long-polls of gateways that have a feedback
-command waiting.
+It feeds newly stored events to the book, pays the pages of the escalation ladder its steps
+owe (a raise, a raised priority, an escalation: `AlertBook.pay_pages`, queued for the robots in
+the same transaction), keeps one asyncio timer per alert with a deadline (unacknowledged, or
+acknowledged with nobody at the door yet; restored from the database after a restart),
+publishes every change to the consoles' live streams and wakes the long-polls of gateways that
+have a feedback command waiting.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 from collections.abc import Coroutine
 from typing import Any
 
-from cloud_bridge.alerts.book import FEED_CHUNK, Alert, AlertBook, Change, Reason
+from cloud_bridge.alerts.book import (
+    FEED_CHUNK,
+    PAGING_STEPS,
+    Alert,
+    AlertBook,
+    Change,
+    OwedPage,
+    Reason,
+)
 from cloud_bridge.alerts.clock import Clock
 from cloud_bridge.alerts.live import AlertBus
 from cloud_bridge.alerts.routing import ladder, targets_for
-from cloud_bridge.alerts.states import UNACKNOWLEDGED, Page, Step
+from cloud_bridge.alerts.states import Step
 from cloud_bridge.commands.queue import CommandQueue
-from cloud_bridge.notify.webhooks import Endpoint, Message, Notifier, render
+from cloud_bridge.notify.webhooks import Endpoint, Notifier, render
+from cloud_bridge.receiver.store import Connection
 from cloud_bridge.registry.source import RegistrySource
 
 log = logging.getLogger(__name__)
+
+PAGES_CHUNK = 100  # pages paid in one transaction
+PAGES_LOOK = 2.0  # seconds between looks for pages a dead process left owed (shared database)
 
 
 class AlertEngine:
@@ -45,14 +60,47 @@ class AlertEngine:
         self._bus = bus
         self._commands = commands
         self._pending = asyncio.Event()
+        self._owed = asyncio.Event()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task] = set()
 
     async def start(self) -> None:
+        await self._restore_timers()
+        self._spawn(self._feed_forever())
+        self._spawn(self._pay_forever())
+        self.poke()  # events stored before a crash that no alert has seen yet
+        self._owed.set()  # and pages owed by steps a crash kept from being paid
+
+    async def _restore_timers(self) -> None:
         for alert in await asyncio.to_thread(self.book.escalating):
             self._schedule(alert)
-        self._spawn(self._feed_forever())
-        self.poke()  # events stored before a crash that no alert has seen yet
+
+    # -- what other central processes on the same database did --------------------------
+
+    def heard(self, topic: str, payload: str) -> None:
+        """Another process stored events, changed an alert, queued a command or changed a
+        webhook message's row (`Notifier.wake`). Every process keeps a timer for every
+        escalating alert: whichever fires first escalates it in the book's transaction, the
+        others find it no longer due."""
+        if topic == "events":
+            self.poke()
+        elif topic == "alert":
+            self._spawn(self._changed_elsewhere(payload))
+        elif topic == "command":
+            self._commands.wake(payload)
+        elif topic == "robot":  # a webhook message queued or finished: the endpoint's key
+            self._notifier.wake(payload)
+        elif topic == "reconnected":  # what was announced while the line was down is unheard
+            self.poke()
+            self._spawn(self._restore_timers())
+            self._commands.wake_all()
+            self._notifier.wake_all()
+
+    async def _changed_elsewhere(self, alert_id: str) -> None:
+        alert = await asyncio.to_thread(self.book.get, alert_id)
+        if alert is not None:
+            self._bus.publish(alert)
+            self._schedule(alert)
 
     async def stop(self) -> None:
         for timer in self._timers.values():
@@ -117,13 +165,10 @@ class AlertEngine:
         self._bus.publish(alert)
         if change.feedback_to:
             self._commands.wake(change.feedback_to)
-        if change.step == Step.RAISED:
-            self._page(alert, 0, Page.RAISED)
-            self._schedule(alert)
-        elif change.step == Step.PRIORITY and alert.state in UNACKNOWLEDGED:
-            self._page(alert, alert.escalations, Page.PRIORITY)
-        elif change.step in (Step.ACKNOWLEDGED, Step.ARRIVED, Step.RESOLVED):
-            self._schedule(alert)  # the arrival's deadline, or none any more
+        if change.step in PAGING_STEPS:
+            self._owed.set()  # the step owes a page of the ladder: pay it now
+        if change.step in (Step.RAISED, Step.ACKNOWLEDGED, Step.ARRIVED, Step.RESOLVED):
+            self._schedule(alert)  # its deadline, the arrival's, or none any more
 
     # -- escalation ----------------------------------------------------------------------
 
@@ -156,44 +201,64 @@ class AlertEngine:
                 self._schedule(current)  # the timer ran ahead of the clock: wait the rest
             return
         self._bus.publish(alert)
-        self._page(alert, alert.escalations, await self._why_escalated(alert.id))
+        self._owed.set()
         self._schedule(alert)
-
-    async def _why_escalated(self, alert_id: str) -> Page:
-        """The page's words differ when the alert had been acknowledged and nobody arrived."""
-        steps = await asyncio.to_thread(self.book.steps, alert_id)
-        last = next(s for s in reversed(steps) if s["step"] == Step.ESCALATED)
-        return Page.NO_ARRIVAL if last["detail"].get("why") == "no_arrival" else Page.ESCALATED
 
     # -- paging --------------------------------------------------------------------------
 
-    def _page(self, alert: Alert, escalation: int, event: Page) -> None:
-        # A gateway's alert is the central's own: its data names the buildings behind it.
-        gateway = alert.policy.route == "gateway"
-        served = [building["id"] for building in alert.data["buildings"]] if gateway else []
-        rungs = ladder(self._registry.current, alert.policy.route, alert.building, served)
-        self._spawn(self._page_targets(alert, targets_for(rungs, escalation), escalation, event))
+    async def _pay_forever(self) -> None:
+        """Pay the pages the book's steps owe, here or left by a process that died before it
+        paid them (looked for every PAGES_LOOK seconds where processes share the database)."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._owed.wait(), PAGES_LOOK if self.book.shared else None)
+            self._owed.clear()
+            try:
+                while await self._pay_some() == PAGES_CHUNK:
+                    pass
+            except Exception:  # the database failing: the pages stay owed, try again
+                log.exception("could not page the escalation ladder; retrying")
+                await asyncio.sleep(1.0)
+                self._owed.set()
 
-    async def _page_targets(
-        self, alert: Alert, targets: list[str], escalation: int, event: Page
-    ) -> None:
-        url = self._notifier.console_url
-        deliveries = [
-            self._deliver(alert.id, endpoint, render(alert, event, target, url))
-            for target in targets
-            for endpoint in self._notifier.endpoints(target)
-        ]
-        # The count tells an operator when a target has no webhook (only the console).
-        await asyncio.to_thread(self.book.paged, alert.id, targets, escalation, len(deliveries))
-        await asyncio.gather(*deliveries)
+    async def _pay_some(self) -> int:
+        woken: list[str] = []
 
-    async def _deliver(self, alert_id: str, endpoint: Endpoint, message: Message) -> None:
-        if not await self._notifier.deliver(alert_id, endpoint, message):
-            return
+        def pay(db: Connection, owed: OwedPage) -> tuple[list[str], int]:
+            # In its rung's words, however far the alert has climbed since (a page a dead
+            # process left owed is paid late).
+            alert = dataclasses.replace(owed.alert, escalations=owed.escalation)
+            # A gateway's alert is the central's own: its data names the buildings behind it.
+            gateway = alert.policy.route == "gateway"
+            served = [building["id"] for building in alert.data["buildings"]] if gateway else []
+            rungs = ladder(self._registry.current, alert.policy.route, alert.building, served)
+            targets = targets_for(rungs, owed.escalation)
+            url = self._notifier.console_url
+            pages = [
+                (alert.id, endpoint, render(alert, owed.page, target, url))
+                for target in targets
+                for endpoint in self._notifier.endpoints(target)
+            ]
+            woken.extend(self._notifier.queue_in(db, pages))
+            return targets, len(pages)
+
+        paid = await asyncio.to_thread(self.book.pay_pages, pay, PAGES_CHUNK)
+        for key in dict.fromkeys(woken):
+            self._notifier.wake(key)
+        return paid
+
+    async def delivered(self, alert_id: str, target: str, endpoint: Endpoint) -> None:
+        """A webhook took a page: the notifier's callback, in the process that posted it
+        (whichever one queued it)."""
         detail = {"channel": "webhook", "format": endpoint.format, "url": endpoint.shown}
-        change = await asyncio.to_thread(self.book.notified, alert_id, message.target, detail)
+        change = await asyncio.to_thread(self._notified, alert_id, target, detail)
         if change is not None:
             self._bus.publish(change.alert)
+
+    def _notified(self, alert_id: str, target: str, detail: dict[str, Any]) -> Change | None:
+        if self.book.get(alert_id) is None:  # a street-office report's message: no alert
+            return None
+        return self.book.notified(alert_id, target, detail)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)

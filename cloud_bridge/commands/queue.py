@@ -12,12 +12,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import sqlite3
 import time
 import uuid
 from typing import Any
 
-from cloud_bridge.receiver.store import Database
+from cloud_bridge.receiver.store import Connection, Database
 from cloud_bridge.registry.source import RegistrySource
 
 SCHEMA = """
@@ -51,7 +50,7 @@ def feedback_command(device_id: str, alert_id: str, state: str, by: str | None) 
     }
 
 
-def enqueue(db: sqlite3.Connection, gateway_id: str, command: dict[str, Any]) -> None:
+def enqueue(db: Connection, gateway_id: str, command: dict[str, Any]) -> None:
     """Queue inside the caller's transaction, so a command exists exactly when its cause does."""
     db.execute(
         "INSERT INTO commands (gateway_id, id, type, body, created_at) VALUES (?, ?, ?, ?, ?)",
@@ -95,14 +94,20 @@ class CommandQueue:
             row = db.execute("SELECT digest FROM registry_sent WHERE id = 1").fetchone()
             if row and row[0] == command["id"]:
                 return []
+            # Another process may have changed the registry since this one read it, and queued
+            # the newer one already: the older must not follow it to the gateways.
+            stored = db.execute("SELECT version FROM registry WHERE id = 1").fetchone()
+            if stored and stored[0] > self._registry.current.version:
+                return []
             db.execute(
-                "INSERT OR REPLACE INTO registry_sent (id, digest) VALUES (1, ?)", (command["id"],)
+                "INSERT INTO registry_sent (id, digest) VALUES (1, ?)"
+                " ON CONFLICT (id) DO UPDATE SET digest = excluded.digest", (command["id"],)
             )
             for gateway_id in self._gateways:
                 enqueue(db, gateway_id, command)
         return list(self._gateways)
 
-    def _ensure_registry(self, db: sqlite3.Connection, gateway_id: str) -> None:
+    def _ensure_registry(self, db: Connection, gateway_id: str) -> None:
         if not self._registry.exists:
             return
         command = self._registry_command()

@@ -119,7 +119,7 @@ class AccountStore:
         """When the account's valid sessions begin; None for an account that does not exist,
         is disabled or is not of `kind` (any kind when None)."""
         rows = self._db.rows(
-            "SELECT sessions_after FROM accounts WHERE id = ? AND NOT disabled"
+            "SELECT sessions_after FROM accounts WHERE id = ? AND disabled = 0"
             " AND kind = COALESCE(?, kind)",
             (account, kind),
         )
@@ -134,11 +134,11 @@ class AccountStore:
     def set_disabled(self, account: str, disabled: bool) -> bool:
         """Disable (its sessions end) or enable (it may log in again; the sessions it had stay
         ended) an account; False if there is no such account."""
-        now = time.time()
+        now, flag = time.time(), int(disabled)  # the column is an integer on both engines
         with self._db.transaction() as db:
             cursor = db.execute(
                 "UPDATE accounts SET disabled = ?, updated_at = ?,"
-                " sessions_after = CASE WHEN ? THEN ? ELSE sessions_after END WHERE id = ?",
-                (disabled, now, disabled, now, account),
+                " sessions_after = CASE WHEN ? = 1 THEN ? ELSE sessions_after END WHERE id = ?",
+                (flag, now, flag, now, account),
             )
         return cursor.rowcount == 1

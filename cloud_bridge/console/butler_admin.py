@@ -26,8 +26,8 @@ from cloud_bridge.console.accounts import (
     STREET_OFFICE,
     AccountStore,
 )
-from cloud_bridge.receiver.store import Database
-from cloud_bridge.registry.file import RegistryFile
+from cloud_bridge.receiver.engines import open_database
+from cloud_bridge.registry.table import central_registry
 from mashang.config import load_config
 from mashang.registry import Registry
 
@@ -84,7 +84,7 @@ def _refusal(args: argparse.Namespace, registry: Registry) -> str | None:
 
 def _run_passwd(args: argparse.Namespace) -> int:
     config = load_config(args.config, CentralConfig)
-    registry = RegistryFile(config.registry_path).load()
+    registry = central_registry(config)
     refusal = _refusal(args, registry)
     if refusal is not None:
         print(f"mashang {args.command_name} passwd: {refusal}", file=sys.stderr)
@@ -92,7 +92,7 @@ def _run_passwd(args: argparse.Namespace) -> int:
     password = _read_password(args.password_stdin, args.command_name)
     if password is None:
         return 1
-    db = Database(config.database_path)
+    db = open_database(config)
     try:
         done = AccountStore(db).set_password(args.account, password, args.kind)
     finally:
@@ -111,7 +111,7 @@ def _run_passwd(args: argparse.Namespace) -> int:
 
 def _run_switch(args: argparse.Namespace) -> int:
     config = load_config(args.config, CentralConfig)
-    db = Database(config.database_path)
+    db = open_database(config)
     try:
         accounts = AccountStore(db)
         # Each command switches only accounts of its own kind.

@@ -50,7 +50,8 @@ class Viewer:
 
 class SessionGate:
     def __init__(self, config: CentralConfig, accounts: AccountStore) -> None:
-        self.signer = SessionSigner(console_secret(config), config.console.session_ttl)
+        self.signer = SessionSigner(console_secret(config, accounts.database),
+                                    config.console.session_ttl)
         self._accounts = accounts
         self._zone = config.central.zone
 

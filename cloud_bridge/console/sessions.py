@@ -13,16 +13,14 @@ import hashlib
 import hmac
 import json
 import secrets
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from cloud_bridge.clients import client_group
 from cloud_bridge.config import CentralConfig, ConsoleSection
-from cloud_bridge.receiver.store import Database
-from mashang.files import atomic_write
+from cloud_bridge.kept_secrets import kept_secret
+from cloud_bridge.receiver.store import Connection, Database
 
 SECRET_FILE = "console.key"
 # Tries each client has at an account under attack: one slip of the butler's finger.
@@ -40,16 +38,14 @@ CREATE INDEX IF NOT EXISTS login_failures_by_time ON login_failures (at);
 """
 
 
-def console_secret(config: CentralConfig) -> bytes:
-    """The configured secret, else one made on first start and kept beside the database, so
-    that sessions survive a restart."""
+def console_secret(config: CentralConfig, db: Database) -> bytes:
+    """The configured secret, else one made on first start and kept as
+    `cloud_bridge.kept_secrets` says (beside the SQLite database, or in the PostgreSQL one for
+    every process on it), so that sessions survive a restart and hold on every process."""
     if config.console.session_secret is not None:
         return config.console.session_secret.get_secret_value().encode()
-    path: Path = config.central.data_dir / SECRET_FILE
-    if not path.exists():
-        # Whole or not at all: a crash mid-write must not leave an empty secret to sign with.
-        atomic_write(path, secrets.token_hex(32), mode=0o600)
-    return path.read_text().strip().encode()
+    return kept_secret(db, config.central.data_dir, SECRET_FILE,
+                       lambda: secrets.token_hex(32)).encode()
 
 
 def _b64(raw: bytes) -> str:
@@ -163,7 +159,7 @@ class LoginLimiter:
         return None
 
     def _full(
-        self, db: sqlite3.Connection, where: str, params: tuple, limit: int, now: float
+        self, db: Connection, where: str, params: tuple, limit: int, now: float
     ) -> float | None:
         """Seconds until fewer than `limit` failures match, or None if fewer do now: the
         limit-th newest must age out."""

@@ -28,15 +28,15 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str = "drill") -> N
 def _run(args: argparse.Namespace) -> int:
     from cloud_bridge.config import CentralConfig
     from cloud_bridge.drills.schedule import DrillError, DrillSchedule, iso, parse_time
-    from cloud_bridge.receiver.store import Database
+    from cloud_bridge.receiver.engines import open_database
     from cloud_bridge.registry.source import RegistrySource
     from mashang.config import load_config
 
     config = load_config(args.config, CentralConfig)
     zone = config.central.zone
-    db = Database(config.database_path)
+    db = open_database(config)
     try:
-        drills = DrillSchedule(db, RegistrySource(config.registry_path), zone)
+        drills = DrillSchedule(db, RegistrySource(db, config.registry_path), zone)
         if args.list:
             for drill in drills.listing():
                 print(f"{drill.id}\t{drill.device_id}\t{iso(drill.due_at, zone)}\t{drill.state}")

@@ -26,7 +26,7 @@ from cloud_bridge.issuing.keys import (
     write_manifest,
 )
 from cloud_bridge.issuing.registered import StallDetailsSource
-from cloud_bridge.registry.file import RegistryFile
+from cloud_bridge.registry.table import central_registry
 from mashang.codes import Kind
 from mashang.config import ConfigError, load_config
 from mashang.registry import Registry
@@ -142,11 +142,10 @@ def _run_issue(args: argparse.Namespace) -> int:
 def _stall_source(args: argparse.Namespace) -> StallDetailsSource:
     registry: Registry | None = None
     if args.config is not None:
-        path = load_config(args.config, CentralConfig).registry_path
         try:
-            registry = RegistryFile(path).load()
+            registry = central_registry(load_config(args.config, CentralConfig))
         except ValueError as error:
-            raise IssuingError(f"{path}: not a valid registry: {error}") from None
+            raise IssuingError(f"the central's registry is not valid: {error}") from None
     elif not args.allow_unregistered:
         raise IssuingError(
             "stall placards print what the registry says: pass --config CENTRAL.toml, or "

@@ -13,8 +13,9 @@ call was not today, and every time is the community's (`central.time_zone`), not
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -91,6 +92,19 @@ class Message:
     def order(self) -> tuple[int, int]:
         """Sorts first what must reach a person first: calls, then by priority."""
         return (0 if self.is_call else 1, -rank(self.priority))
+
+    def dumps(self) -> str:
+        """The message as the robots' queue in the database keeps it (`loads` reads it)."""
+        return json.dumps(asdict(self), ensure_ascii=False, sort_keys=True)
+
+    @classmethod
+    def loads(cls, text: str) -> Message:
+        fields = json.loads(text)
+        return cls(**fields | {
+            "event": Page(fields["event"]),
+            "facts": tuple(fields["facts"]),
+            "notes": tuple(fields["notes"]),
+        })
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Each group-chat robot's pace, from the central's database: a row of `robot_posts` per post
 to a robot, so that a restart does not forget the quota already used and several central
-processes on one database file share it (the slot is taken in an IMMEDIATE transaction).
+processes on one database share it (the slot is taken in the write transaction that claims
+the messages for the post, cloud_bridge/notify/queue.py: writers take turns).
 
 The vendors count posts in any 60 s (a sliding minute): a post may go when fewer than
 `allowed` posts were made in the 60 s before it and no "too fast" answer silenced the robot
@@ -10,12 +11,11 @@ past now (`quiet_until`: the vendor's window from that answer).
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cloud_bridge.alerts.clock import Clock
-from cloud_bridge.receiver.store import Database
+from cloud_bridge.receiver.store import Connection, Database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS robot_posts (
@@ -82,28 +82,27 @@ class Pacer:
         now = self._clock()
         return room_from(self._db.rows(ROOM_QUERY, (robot, now - WINDOW, now)), now)
 
-    def take(self, robot: str, allowed: int) -> int | None:
-        """A post to the robot now, if its pace allows one: the row's id, else None (another
-        process took the slot since `room`)."""
-        now = self._clock()
-        with self._db.transaction() as db:
-            if self._room(db, robot, now).opens_at(allowed) > now:
-                return None
-            db.execute(
-                "DELETE FROM robot_posts WHERE robot = ? AND at < ?"
-                " AND (quiet_until IS NULL OR quiet_until < ?)",
-                (robot, now - KEPT, now),
-            )
-            cursor = db.execute(
-                "INSERT INTO robot_posts (robot, at) VALUES (?, ?)", (robot, now)
-            )
-            return cursor.lastrowid
-
-    def silence(self, post: int, until: float) -> None:
-        """The robot answered that post "too fast": leave it alone until `until`."""
-        with self._db.transaction() as db:
-            db.execute("UPDATE robot_posts SET quiet_until = ? WHERE seq = ?", (until, post))
+    @staticmethod
+    def take(db: Connection, robot: str, allowed: int, now: float) -> int | None:
+        """A post to the robot now, in the caller's write transaction, if its pace allows one:
+        the row's id, else None (another process took the slot since `room`)."""
+        if Pacer._room(db, robot, now).opens_at(allowed) > now:
+            return None
+        db.execute(
+            "DELETE FROM robot_posts WHERE robot = ? AND at < ?"
+            " AND (quiet_until IS NULL OR quiet_until < ?)",
+            (robot, now - KEPT, now),
+        )
+        row = db.execute(
+            "INSERT INTO robot_posts (robot, at) VALUES (?, ?) RETURNING seq", (robot, now)
+        ).fetchone()
+        return int(row[0])
 
     @staticmethod
-    def _room(db: sqlite3.Connection, robot: str, now: float) -> Room:
+    def silence(db: Connection, post: int, until: float) -> None:
+        """The robot answered that post "too fast": leave it alone until `until`."""
+        db.execute("UPDATE robot_posts SET quiet_until = ? WHERE seq = ?", (until, post))
+
+    @staticmethod
+    def _room(db: Connection, robot: str, now: float) -> Room:
         return room_from(db.execute(ROOM_QUERY, (robot, now - WINDOW, now)).fetchall(), now)

@@ -9,15 +9,19 @@ Where a target's webhooks come from:
   the format its host is known for (qyapi.weixin.qq.com: WeCom; oapi.dingtalk.com:
   DingTalk), else generic JSON.
 
-Each endpoint has one queue (a `Lane`) and one task posting from it. For a WeCom or DingTalk
-robot the pace is `notify.robot_per_minute` posts in any 60 s, counted in the database
-(`pacing`); help calls go first and may use every post, anything else only while more than
-`notify.robot_reserve` are left; when the next to go is a device fault and more messages wait
-than the minute has posts for, the faults waiting go as one message. The butler a message is
-for is @-mentioned (`vendors`). A robot's "too fast" answer silences it for the vendor's window
-and costs the message nothing: it keeps its place until the robot takes it or its alert is
-resolved. Other failures are retried with backoff, `notify.attempts` times at most; a permanent
-answer fails at once. Formats and answers: `vendors`; words: `messages`.
+Each message waits in the database's queue (`queue`: a central stopped or killed meanwhile posts
+it after its restart, and of several central processes on one database exactly one posts it);
+each endpoint has a `Lane` in every process, whose task claims the rows due and posts them.
+For a WeCom or DingTalk robot the pace is `notify.robot_per_minute` posts in any 60 s, counted
+in the database (`pacing`); help calls go first and may use every post, anything else only
+while more than `notify.robot_reserve` are left; when the next to go is a device fault and more
+messages wait than the minute has posts for, the faults waiting go as one message. The butler a
+message is for is @-mentioned (`vendors`). A robot's "too fast" answer silences it for the
+vendor's window and costs the message nothing: it keeps its place until the robot takes it or
+its alert is resolved. Other failures are retried with backoff, `notify.attempts` times at
+most; a permanent answer fails at once. Whoever posts a page tells the notifier's `delivered`
+callback (the alert engine's, which records that the target was reached). Formats and
+answers: `vendors`; words: `messages`.
 """
 
 from __future__ import annotations
@@ -26,12 +30,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import random
+import secrets
+import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from itertools import count
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -42,82 +47,32 @@ from cloud_bridge.alerts.clock import SYSTEM_CLOCK, Clock
 from cloud_bridge.alerts.states import AlertState
 from cloud_bridge.config import CentralConfig, NotifySection, WebhookFormat, guess_format
 from cloud_bridge.notify.messages import Message, compose, digest, render
-from cloud_bridge.notify.pacing import Pacer, Room, robot_key
+from cloud_bridge.notify.pacing import Pacer, Room
+from cloud_bridge.notify.queue import Endpoint, Outcome, Queued, RobotQueue
 from cloud_bridge.notify.vendors import Attempt, Mention, body_for, judge, url_for
-from cloud_bridge.receiver.store import Database
+from cloud_bridge.receiver.store import Connection, Database
 from cloud_bridge.registry.source import RegistrySource
 
 __all__ = ["Endpoint", "Message", "Notifier", "render"]
 
 log = logging.getLogger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS deliveries (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    alert TEXT NOT NULL,
-    target TEXT NOT NULL,
-    url TEXT NOT NULL,
-    format TEXT NOT NULL,
-    attempt INTEGER NOT NULL,
-    status INTEGER,
-    outcome TEXT NOT NULL,
-    error TEXT,
-    retry_in REAL,
-    at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS deliveries_by_alert ON deliveries (alert, seq);
-"""
-
 PACED: frozenset[WebhookFormat] = frozenset({"wecom", "dingtalk"})
+# A claim outlives the post's own timeout by this much: the time to finish its rows after the
+# answer, on a database that makes writers wait their turn.
+LEASE_MARGIN = 10.0
+# Real seconds between looks at the whole queue. Lanes wake themselves when a row of theirs is
+# due or another process's lease runs out; the look is for what nobody announced (rows of an
+# endpoint this process had no lane for, a notice lost while the database was away).
+LOOK_SECONDS = 30.0
 
 Sleep = Callable[[float], Awaitable[None]]
 # The alert a queued message is about, as it is now (None: no such alert).
 AlertLookup = Callable[[str], Alert | None]
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    url: str
-    format: WebhookFormat
-    secret: str | None = None
-
-    @property
-    def shown(self) -> str:
-        """The URL without its query: robot keys and tokens travel there, and must not be
-        copied into the deliveries table or logs."""
-        parts = urlsplit(self.url)
-        return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-
-
-@dataclass(eq=False)
-class Waiting:
-    """A message in an endpoint's queue, from its page until it was taken or given up."""
-
-    alert_id: str
-    message: Message
-    arrived: int
-    done: asyncio.Future[bool]
-    posts: int = 0  # attempts made, "too fast" answers included (`deliveries.attempt`)
-    failures: int = 0  # of those, the ones that count against notify.attempts
-    not_before: float = 0.0  # a failure's backoff, by the notifier's clock
-
-    @property
-    def order(self) -> tuple[int, int, int]:
-        return (*self.message.order, self.arrived)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What became of a queued message at one attempt, for `deliveries`."""
-
-    outcome: str  # "delivered" | "retry" | "failed" | "dropped" (its alert resolved first)
-    status: int | None
-    error: str | None
-    retry_in: float | None = None
-
-    @classmethod
-    def of(cls, attempt: Attempt, outcome: str, retry_in: float | None = None) -> Outcome:
-        return cls(outcome, attempt.status, attempt.error, retry_in)
+# A message for an endpoint: (the alert it is about, the endpoint, the message).
+Paged = tuple[str, Endpoint, Message]
+# Told by the process that posted it, of each message an endpoint took: (alert, target, where).
+Delivered = Callable[[str, str, Endpoint], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -125,7 +80,7 @@ class Choice:
     """What an endpoint's task does next: post `batch` within `allowed` posts a minute, or,
     with an empty batch, wait until `wake`."""
 
-    batch: list[Waiting] = field(default_factory=list)
+    batch: list[Queued] = field(default_factory=list)
     allowed: int = 0
     wake: float = 0.0
 
@@ -149,7 +104,6 @@ class Notifier:
         clock: Clock = SYSTEM_CLOCK,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        self._db = db
         self._config = config
         self._registry = registry
         self._alerts = alerts
@@ -157,19 +111,34 @@ class Notifier:
         self.sleep = sleep
         self._session: aiohttp.ClientSession | None = None
         self._lanes: dict[str, Lane] = {}
-        db.migrate("deliveries", [SCHEMA])
+        self._handed: dict[str, Endpoint] = {}  # endpoints given to `enqueue`, by key
+        self._unknown: set[str] = set()  # keys of queued rows no endpoint here has
+        self._delivered: Delivered | None = None
+        self._look = asyncio.Event()
+        self._looking: asyncio.Task[None] | None = None
+        # Names this notifier's leases; a process restarted is another owner.
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.queue = RobotQueue(db)
         self.pacer = Pacer(db, clock)
 
-    async def start(self) -> None:
+    async def start(self, delivered: Delivered | None = None) -> None:
+        """Post from the queue from now on, what waited in it before included."""
         timeout = aiohttp.ClientTimeout(total=self._config.notify.timeout)
         self._session = aiohttp.ClientSession(timeout=timeout)
+        self._delivered = delivered
+        self._looking = asyncio.create_task(self._look_forever())
 
     async def close(self) -> None:
+        if self._looking is not None:
+            self._looking.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._looking
         lanes, self._lanes = list(self._lanes.values()), {}
         for lane in lanes:
             await lane.stop()
         if self._session is not None:
             await self._session.close()
+            self._session = None
 
     @property
     def console_url(self) -> str | None:
@@ -183,6 +152,10 @@ class Notifier:
     @property
     def zone(self) -> ZoneInfo:
         return self._config.central.zone
+
+    @property
+    def lease(self) -> float:
+        return self._config.notify.timeout + LEASE_MARGIN
 
     def endpoints(self, target: str) -> list[Endpoint]:
         entries = self._config.webhooks
@@ -220,13 +193,87 @@ class Notifier:
                 found.append(Mention(phone or None, butler.wecom_userid))
         return found
 
+    async def enqueue(self, pages: Sequence[Paged]) -> list[int]:
+        """Queue these messages in the database, in one transaction; their rows' ids. The
+        `delivered` callback hears of each the endpoint took, from the process that posted it."""
+        items = self._items(pages)
+        rows = await asyncio.to_thread(self.queue.put, items, self.clock())
+        for key in dict.fromkeys(key for key, _, _ in items):
+            self.wake(key)
+        return rows
+
+    def queue_in(self, db: Connection, pages: Sequence[Paged]) -> list[str]:
+        """`enqueue` in the caller's write transaction (the change the pages record), from a
+        worker thread; the endpoints' keys, for `wake` once it has committed."""
+        items = self._items(pages)
+        self.queue.put_in(db, items, self.clock())
+        return list(dict.fromkeys(key for key, _, _ in items))
+
+    def _items(self, pages: Sequence[Paged]) -> list[tuple[str, str, Message]]:
+        for _, endpoint, _ in pages:
+            self._handed[endpoint.key] = endpoint
+        return [(endpoint.key, alert_id, message) for alert_id, endpoint, message in pages]
+
+    async def deliver_all(self, pages: Sequence[Paged]) -> list[bool]:
+        """Queue these messages; for each, True once its endpoint took it, False when it was
+        given up (or its alert resolved first, or this notifier closed)."""
+        rows = await self.enqueue(pages)
+        lanes = [self._lanes[endpoint.key] for _, endpoint, _ in pages]  # handed: known
+        return list(await asyncio.gather(
+            *(lane.settled(row) for lane, row in zip(lanes, rows, strict=True))))
+
     async def deliver(self, alert_id: str, endpoint: Endpoint, message: Message) -> bool:
-        """Queue the message for the endpoint; True once the endpoint took it, False when it
-        was given up (or its alert resolved first)."""
-        lane = self._lanes.get(endpoint.url)
-        if lane is None:
-            lane = self._lanes[endpoint.url] = Lane(self, endpoint)
-        return await lane.put(alert_id, message)
+        [delivered] = await self.deliver_all([(alert_id, endpoint, message)])
+        return delivered
+
+    def wake(self, key: str) -> None:
+        """A row of that endpoint was queued or changed (here, or in another process)."""
+        lane = self._lane(key)
+        if lane is not None and self._session is not None:  # not started: start() looks
+            lane.wake()
+
+    def wake_all(self) -> None:
+        """Look at the whole queue now (what was announced while the database was away)."""
+        self._look.set()
+
+    async def _look_forever(self) -> None:
+        while True:
+            try:
+                await self._look_once()
+            except Exception:  # the database failing: the rows wait, the next look tries
+                log.exception("could not look at the webhooks' queue; trying again")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._look.wait(), LOOK_SECONDS)
+            self._look.clear()
+
+    async def _look_once(self) -> None:
+        await asyncio.to_thread(self.queue.prune, self.clock())
+        for key in await asyncio.to_thread(self.queue.endpoints):
+            self.wake(key)
+        for lane in list(self._lanes.values()):
+            if lane.waiting:  # its rows may have been finished by another process
+                lane.wake()
+
+    def _lane(self, key: str) -> Lane | None:
+        lane = self._lanes.get(key)
+        if lane is not None:
+            return lane
+        endpoint = self._handed.get(key) or self._configured().get(key)
+        if endpoint is None:
+            if key not in self._unknown:
+                self._unknown.add(key)
+                log.warning("webhook queue: messages for an endpoint this central's config and"
+                            " registry do not name (%s…); they wait for a central that does",
+                            key[:8])
+            return None
+        lane = self._lanes[key] = Lane(self, endpoint)
+        return lane
+
+    def _configured(self) -> dict[str, Endpoint]:
+        """Every endpoint the config and the registry name, by key."""
+        targets = {target for entry in self._config.webhooks for target in entry.to}
+        targets |= {f"butler:{butler.id}" for butler in self._registry.current.butlers}
+        return {endpoint.key: endpoint for target in targets for endpoint in self.endpoints(target)}
 
     def wanted(self, alert_id: str) -> bool:
         """Whether a queued message is still worth posting: its alert is not resolved."""
@@ -246,6 +293,16 @@ class Notifier:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             return Attempt("retry", None, f"{type(exc).__name__}: {exc}"[:300])
 
+    async def tell(self, taken: Sequence[Queued], endpoint: Endpoint) -> None:
+        """Tell the `delivered` callback of messages the endpoint took."""
+        if self._delivered is None:
+            return
+        for queued in taken:
+            try:
+                await self._delivered(queued.alert_id, queued.message.target, endpoint)
+            except Exception:  # the database failing: the delivery itself is recorded
+                log.exception("could not record the delivery of alert %s", queued.alert_id)
+
     def backoff(self, failures: int, retry_after: float | None) -> float:
         settings = self._config.notify
         base = min(settings.backoff_max, settings.backoff_min * 2 ** (failures - 1))
@@ -256,106 +313,96 @@ class Notifier:
             delay = max(delay, min(retry_after, settings.backoff_max))
         return round(delay, 3)
 
-    def record(self, endpoint: Endpoint, done: Sequence[tuple[Waiting, Outcome]]) -> None:
-        at = self.clock()
-        with self._db.transaction() as db:
-            db.executemany(
-                "INSERT INTO deliveries (alert, target, url, format, attempt, status, outcome,"
-                " error, retry_in, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        waiting.alert_id,
-                        waiting.message.target,
-                        endpoint.shown,
-                        endpoint.format,
-                        waiting.posts,
-                        result.status,
-                        result.outcome,
-                        result.error,
-                        result.retry_in,
-                        at,
-                    )
-                    for waiting, result in done
-                ],
-            )
-
     def deliveries(self, alert_id: str) -> list[dict[str, Any]]:
-        names = (
-            "target",
-            "url",
-            "format",
-            "attempt",
-            "status",
-            "outcome",
-            "error",
-            "retry_in",
-            "at",
-        )
-        rows = self._db.rows(
-            f"SELECT {', '.join(names)} FROM deliveries WHERE alert = ? ORDER BY seq", (alert_id,)
-        )
-        return [dict(zip(names, row, strict=True)) for row in rows]
+        return self.queue.deliveries(alert_id)
 
 
 class Lane:
-    """One endpoint's queue and the task that posts from it."""
+    """One endpoint's task in this process: it claims the endpoint's rows when they are due and
+    posts them, and settles the waits of `Notifier.deliver` on them."""
 
     def __init__(self, notifier: Notifier, endpoint: Endpoint) -> None:
         self._notifier = notifier
         self._endpoint = endpoint
-        self._robot = robot_key(endpoint.url) if endpoint.format in PACED else None
-        self._waiting: list[Waiting] = []
-        self._arrivals = count()
-        self._arrived = asyncio.Event()
+        self._robot = endpoint.key if endpoint.format in PACED else None
+        self._woken = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._waiters: dict[int, asyncio.Future[bool]] = {}
+        self._open = 0  # rows waiting at the last look, for the log
 
-    async def put(self, alert_id: str, message: Message) -> bool:
-        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._waiting.append(Waiting(alert_id, message, next(self._arrivals), done))
-        self._arrived.set()
+    @property
+    def waiting(self) -> bool:
+        return bool(self._waiters)
+
+    def wake(self) -> None:
+        self._woken.set()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())
-        return await done
+
+    async def settled(self, row: int) -> bool:
+        """True once the row was delivered (by any process), False once it was given up."""
+        future = self._waiters.get(row)
+        if future is None:
+            future = self._waiters[row] = asyncio.get_running_loop().create_future()
+        return await asyncio.shield(future)
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self._finish(list(self._waiting), False)
+        self._settle(list(self._waiters), False)
 
     async def _run(self) -> None:
-        while self._waiting:
+        while True:
+            # Cleared before the look: a row queued during it wakes the lane for another.
+            self._woken.clear()
             try:
-                await self._step()
+                busy = await self._step()
             except Exception:  # the database failing: the messages wait, nothing is lost
                 log.exception("webhook %s: could not deliver; trying again", self._endpoint.shown)
                 await self._notifier.sleep(1.0)
+                continue
+            if not busy and not self._woken.is_set():
+                return
 
-    async def _step(self) -> None:
-        """Post one message (or one digest of faults), or wait until one may go."""
+    async def _step(self) -> bool:
+        """Post one message (or one digest of faults), or wait until one may go; False when
+        nothing of the endpoint's is open."""
         notifier = self._notifier
-        self._arrived.clear()
+        queued = await asyncio.to_thread(notifier.queue.open, self._endpoint.key)
+        self._open = len(queued)
+        await self._settle_elsewhere(queued)
+        if not queued:
+            return False
         room = None
         if self._robot is not None:
             room = await asyncio.to_thread(notifier.pacer.room, self._robot)
-        choice = self._choose(notifier.clock(), room)
+        now = notifier.clock()
+        choice = self._choose(now, room, queued)
         if not choice.batch:
-            await self._nap(choice.wake - notifier.clock())
-            return
-        batch = await self._drop_resolved(choice.batch)
-        if not batch:
-            return
-        post = None
-        if self._robot is not None:
-            post = await asyncio.to_thread(notifier.pacer.take, self._robot, choice.allowed)
-            if post is None:  # another central process took the slot meanwhile
-                return
-        await self._send(batch, post)
+            await self._nap(choice.wake - now)
+            return True
+        resolved = [q for q in choice.batch if not await asyncio.to_thread(notifier.wanted,
+                                                                            q.alert_id)]
+        if resolved:
+            dropped = await asyncio.to_thread(notifier.queue.drop, self._endpoint, resolved,
+                                              notifier.clock())
+            self._settle([q.id for q in dropped], False)
+            return True
+        pace = (self._robot, choice.allowed) if self._robot is not None else None
+        claim = await asyncio.to_thread(
+            notifier.queue.claim, choice.batch, notifier.owner, notifier.clock(),
+            notifier.lease, pace,
+        )
+        if claim is not None:  # else another process was first: look again
+            await self._send(choice.batch, claim.post)
+        return True
 
-    def _choose(self, now: float, room: Room | None) -> Choice:
-        ready = sorted((w for w in self._waiting if w.not_before <= now), key=lambda w: w.order)
-        later = min((w.not_before for w in self._waiting if w.not_before > now), default=None)
+    def _choose(self, now: float, room: Room | None, queued: list[Queued]) -> Choice:
+        ready = sorted((q for q in queued if q.due_at <= now and q.free(now)),
+                       key=lambda q: q.order)
+        later = min((q.opens() for q in queued if q not in ready), default=None)
         if not ready:
             assert later is not None
             return Choice(wake=later)
@@ -370,91 +417,94 @@ class Lane:
         if opens > now:
             return Choice(wake=opens if later is None else min(opens, later))
         if best.message.is_fault and len(ready) > room.free(allowed):
-            return Choice([w for w in ready if w.message.is_fault], allowed)
+            return Choice([q for q in ready if q.message.is_fault], allowed)
         return Choice([best], allowed)
 
     async def _nap(self, seconds: float) -> None:
-        """Wait that long, or until a message arrives (a call may go before what waits)."""
+        """Wait that long, or until the lane is woken (a call may go before what waits)."""
         sleeper = asyncio.ensure_future(self._notifier.sleep(max(0.0, seconds)))
-        arrival = asyncio.ensure_future(self._arrived.wait())
+        woken = asyncio.ensure_future(self._woken.wait())
         try:
-            await asyncio.wait({sleeper, arrival}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({sleeper, woken}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             sleeper.cancel()
-            arrival.cancel()
+            woken.cancel()
 
-    async def _drop_resolved(self, batch: list[Waiting]) -> list[Waiting]:
-        notifier = self._notifier
-        wanted = [w for w in batch if await asyncio.to_thread(notifier.wanted, w.alert_id)]
-        dropped = [w for w in batch if w not in wanted]
-        if dropped:
-            gone = Outcome("dropped", None, "the alert was resolved first")
-            await asyncio.to_thread(notifier.record, self._endpoint, [(w, gone) for w in dropped])
-            self._finish(dropped, False)
-        return wanted
-
-    async def _send(self, batch: list[Waiting], post: int | None) -> None:
+    async def _send(self, batch: list[Queued], post: int | None) -> None:
         notifier, endpoint = self._notifier, self._endpoint
-        messages = [w.message for w in batch]
+        messages = [q.message for q in batch]
         zone, now = notifier.zone, notifier.clock()
         text = compose(messages[0], zone, now) if len(batch) == 1 else digest(messages, zone, now)
         mentions = notifier.mentions([m.target for m in messages])
         body = body_for(endpoint.format, messages[0], text, mentions)
         result = await notifier.post(endpoint, json.dumps(body, ensure_ascii=False).encode())
-        for waiting in batch:
-            waiting.posts += 1
+        for queued in batch:
+            queued.posts += 1
         if result.outcome == "throttled":
             await self._silenced(batch, post, result)
             return
-        done = [(w, self._judged(w, result)) for w in batch]
-        await asyncio.to_thread(notifier.record, endpoint, done)
-        for waiting, outcome in done:
+        done = [(q, self._judged(q, result)) for q in batch]
+        await asyncio.to_thread(notifier.queue.finish, endpoint, notifier.owner, done,
+                                notifier.clock())
+        for queued, outcome in done:
             if outcome.outcome == "failed":
                 log.warning(
                     "webhook %s for alert %s: %s; %s",
                     endpoint.shown,
-                    waiting.alert_id,
+                    queued.alert_id,
                     result.error,
                     "refused for good, not retried"
                     if result.outcome == "failed"
-                    else f"given up after {waiting.posts} attempts",
+                    else f"given up after {queued.posts} attempts",
                 )
-        self._finish([w for w, o in done if o.outcome == "delivered"], True)
-        self._finish([w for w, o in done if o.outcome == "failed"], False)
+        taken = [q for q, o in done if o.outcome == "delivered"]
+        self._settle([q.id for q in taken], True)
+        self._settle([q.id for q, o in done if o.outcome == "failed"], False)
+        await notifier.tell(taken, endpoint)
 
-    def _judged(self, waiting: Waiting, result: Attempt) -> Outcome:
+    def _judged(self, queued: Queued, result: Attempt) -> Outcome:
         if result.outcome != "retry":
             return Outcome.of(result, result.outcome)
-        waiting.failures += 1
-        if waiting.failures >= self._notifier.settings.attempts:
+        queued.failures += 1
+        if queued.failures >= self._notifier.settings.attempts:
             return Outcome.of(result, "failed")
-        delay = self._notifier.backoff(waiting.failures, result.wait)
-        waiting.not_before = self._notifier.clock() + delay
+        delay = self._notifier.backoff(queued.failures, result.wait)
+        queued.due_at = self._notifier.clock() + delay
         return Outcome.of(result, "retry", delay)
 
-    async def _silenced(self, batch: list[Waiting], post: int | None, result: Attempt) -> None:
+    async def _silenced(self, batch: list[Queued], post: int | None, result: Attempt) -> None:
         """The robot said "too fast": nobody posts to it for the vendor's window, and the
         messages keep their places (no attempt counted against them)."""
         window = result.wait or 0.0
         notifier = self._notifier
-        until = notifier.clock() + window
-        if post is not None:
-            await asyncio.to_thread(notifier.pacer.silence, post, until)
-        for waiting in batch:
-            waiting.not_before = until
+        now = notifier.clock()
+        until = now + window
+        for queued in batch:
+            queued.due_at = until
         retry = Outcome.of(result, "retry", window)
-        await asyncio.to_thread(notifier.record, self._endpoint, [(w, retry) for w in batch])
+        await asyncio.to_thread(
+            notifier.queue.finish, self._endpoint, notifier.owner,
+            [(q, retry) for q in batch], now, None if post is None else (post, until),
+        )
         log.warning(
             "robot %s says too fast (%s): leaving it alone for %.0f s, %d messages waiting",
             self._endpoint.shown,
             result.error,
             window,
-            len(self._waiting),
+            self._open,
         )
 
-    def _finish(self, batch: Sequence[Waiting], delivered: bool) -> None:
-        for waiting in batch:
-            if waiting in self._waiting:
-                self._waiting.remove(waiting)
-            if not waiting.done.done():
-                waiting.done.set_result(delivered)
+    async def _settle_elsewhere(self, queued: list[Queued]) -> None:
+        """Settle the waits on rows no longer open: another process finished them."""
+        open_ids = {q.id for q in queued}
+        gone = [row for row in self._waiters if row not in open_ids]
+        if gone:
+            finished = await asyncio.to_thread(self._notifier.queue.finished, gone)
+            for delivered in (True, False):
+                self._settle([row for row, ok in finished.items() if ok is delivered], delivered)
+
+    def _settle(self, rows: Sequence[int], delivered: bool) -> None:
+        for row in rows:
+            future = self._waiters.pop(row, None)
+            if future is not None and not future.done():
+                future.set_result(delivered)

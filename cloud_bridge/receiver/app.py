@@ -40,6 +40,7 @@ from cloud_bridge.metrics import METRICS_KEY, add_metrics_route
 from cloud_bridge.notify.webhooks import Notifier
 from cloud_bridge.office.app import OfficeView, add_office_routes
 from cloud_bridge.office.reports import ReportWatch
+from cloud_bridge.receiver.engines import open_database
 from cloud_bridge.receiver.gateways import GATEWAYS_KEY, Gateways, devices_of
 from cloud_bridge.receiver.openapi import Health, add_openapi_route
 from cloud_bridge.receiver.replays import REPLAYS_KEY, Replays
@@ -125,8 +126,12 @@ async def list_events(request: web.Request) -> web.Response:
     require_admin(request)
     after = int_param(request, "after", 0, 2**62)
     limit = int_param(request, "limit", 1000, 10000)
+    event_type = request.query.get("type")
+    if event_type is not None and "\x00" in event_type:
+        # No event's type holds a NUL (mashang.wire.NO_NUL), and PostgreSQL takes none in text.
+        return web.json_response({"events": [], "next": after})
     events = await asyncio.to_thread(
-        request.app[STORE_KEY].list, after=after, limit=limit, event_type=request.query.get("type")
+        request.app[STORE_KEY].list, after=after, limit=limit, event_type=event_type
     )
     cursor = events[-1]["seq"] if events else after
     return web.json_response({"events": events, "next": cursor})
@@ -154,8 +159,8 @@ def create_central_app(config: CentralConfig) -> web.Application:
     app = web.Application(
         client_max_size=config.central.max_body_bytes, middlewares=[errors_as_json]
     )
-    db = Database(config.database_path)
-    registry = RegistrySource(config.registry_path)
+    db = open_database(config)
+    registry = RegistrySource(db, config.registry_path)
     commands = CommandQueue(db, registry, list(config.gateways))
     book = AlertBook(db, config.alerts)
     notifier = Notifier(db, config, registry, alerts=book.get)
@@ -173,12 +178,12 @@ def create_central_app(config: CentralConfig) -> web.Application:
     app[GATEWAYS_KEY] = gateways
     app[SUPERVISION_KEY] = supervision
     add_metrics_route(app, db, supervision)
-    add_registry_routes(app)
+    add_registry_routes(app, registry.table)
     app.router.add_post("/v1/ingest", ingest)
     app.router.add_get("/v1/events", list_events)
     app.router.add_get("/healthz", healthz)
     add_openapi_route(app)
-    add_command_routes(app, command_signing_key(config))
+    add_command_routes(app, command_signing_key(config, db))
     add_alert_routes(app, book, notifier)
     console = Console(config, engine, registry, AccountStore(db), bus)
     add_console_routes(app, console)
@@ -187,7 +192,7 @@ def create_central_app(config: CentralConfig) -> web.Application:
     add_drill_routes(app, drills)
     stall_pages = StallPages(
         config.stalls, lambda: registry.current, db, config.central.trusted_proxies,
-        zone=config.central.zone, secret=console_secret(config),
+        zone=config.central.zone, secret=console_secret(config, db),
     )
     add_stall_routes(app, stall_pages)
     # After the stall pages: their migration makes the columns the office reads.
@@ -196,11 +201,18 @@ def create_central_app(config: CentralConfig) -> web.Application:
     office_reports = ReportWatch(office.reports, notifier, lambda: registry.current)
     add_household_routes(app, HouseholdPages(lambda: registry.current, zone=config.central.zone))
     visits = VisitWatch(db, app[STORE_KEY], registry, config.visits, config.central.zone)
+    # What the other central processes on a shared database must hear of at once.
+    db.announce_changes("events", "events", "gateway_id")
+    db.announce_changes("alerts", "alert", "id")
+    db.announce_changes("commands", "command", "gateway_id")
+    db.announce_changes("robot_queue", "robot", "endpoint")
     background: list[asyncio.Task] = []
 
     async def start(app: web.Application) -> None:
-        await notifier.start()
+        await notifier.start(engine.delivered)
         await engine.start()
+        loop = asyncio.get_running_loop()
+        db.listen(lambda topic, payload: loop.call_soon_threadsafe(engine.heard, topic, payload))
         background.append(asyncio.create_task(supervision.run(engine.react)))
         # Queues the registry if it changed while the central was down, then watches it.
         relay = relay_registry_changes(registry, commands, config.central.registry_poll)
@@ -229,11 +241,22 @@ def create_central_app(config: CentralConfig) -> web.Application:
     return app
 
 
+def migrate_central(config: CentralConfig) -> dict[str, int]:
+    """Every part's schema brought to this release (each part migrates its tables when it is
+    made), then the database closed: what `mashang central migrate` prints."""
+    db = create_central_app(config)[DATABASE_KEY]
+    try:
+        return db.versions()
+    finally:
+        db.close()
+
+
 async def serve_central(config: CentralConfig) -> int:
     app = create_central_app(config)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, config.http.host, config.http.port).start()
+    await web.TCPSite(runner, config.http.host, config.http.port,
+                      reuse_port=config.central.reuse_port).start()
     log.info("central listening on http://%s", config.central.listen)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

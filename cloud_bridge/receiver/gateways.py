@@ -83,14 +83,17 @@ class Gateways:
         with self._db.transaction() as db:
             db.execute(
                 "INSERT INTO gateways (id, last_heard, facts, version) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (id) DO UPDATE SET last_heard = max(last_heard, excluded.last_heard),"
-                " facts = COALESCE(excluded.facts, facts),"
-                " version = COALESCE(excluded.version, version)",
+                " ON CONFLICT (id) DO UPDATE SET last_heard = CASE"
+                " WHEN excluded.last_heard > gateways.last_heard THEN excluded.last_heard"
+                " ELSE gateways.last_heard END,"
+                " facts = COALESCE(excluded.facts, gateways.facts),"
+                " version = COALESCE(excluded.version, gateways.version)",
                 (gateway_id, now, text, facts.version if facts is not None else None),
             )
             db.executemany(
-                "INSERT OR REPLACE INTO gateway_buttons (device_id, gateway_id, at)"
-                " VALUES (?, ?, ?)",
+                "INSERT INTO gateway_buttons (device_id, gateway_id, at) VALUES (?, ?, ?)"
+                " ON CONFLICT (device_id) DO UPDATE"
+                " SET gateway_id = excluded.gateway_id, at = excluded.at",
                 [(device_id, gateway_id, now) for device_id in sorted(moved)],
             )
         return before is None or now - before >= self.quiet_after

@@ -1,8 +1,11 @@
-"""The central's SQLite file, and its event log deduplicated by event id.
+"""The central's database, and its event log deduplicated by event id.
 
-Every table of the central (events, alerts, commands, deliveries, accounts) lives in one file
-behind one connection, so that a change and what it causes (an alert step and the feedback
-command it queues) commit in the same transaction.
+Every table of the central (events, alerts, commands, deliveries, accounts) lives in one
+database, so that a change and what it causes (an alert step and the feedback command it
+queues) commit in the same transaction. Two engines stand behind one interface: an SQLite file
+in the data folder (the default: one community, nothing to install) and PostgreSQL
+(`central.database`, cloud_bridge/receiver/postgres.py), where several central processes share
+one database. The SQL in the modules is the subset both engines speak, with `?` placeholders.
 """
 
 from __future__ import annotations
@@ -14,10 +17,13 @@ import sqlite3
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+from mashang.config import Unavailable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -35,14 +41,123 @@ CREATE INDEX IF NOT EXISTS events_by_type ON events (type, seq);
 """
 
 
+VERSIONS_SCHEMA = ("CREATE TABLE IF NOT EXISTS schema_versions"
+                   " (component TEXT PRIMARY KEY, version INTEGER NOT NULL)")
+VERSION_OF = "SELECT version FROM schema_versions WHERE component = ?"
+
 # A write of /healthz's: one row, rewritten.
 HEALTH_SCHEMA = "CREATE TABLE IF NOT EXISTS health (id INTEGER PRIMARY KEY, at REAL NOT NULL);"
+HEALTH_WRITE = ("INSERT INTO health (id, at) VALUES (1, ?)"
+                " ON CONFLICT (id) DO UPDATE SET at = excluded.at")
 HEALTH_WAIT = 2.0  # seconds a health write waits for the write lock before calling it locked
 MIN_FREE_BYTES = 16 * 1024 * 1024
+INSERT_CHUNK = 500  # events per INSERT statement (8 parameters each; SQLite allows 32,766)
 
 
-class Database:
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+
+
+class Connection(Protocol):
+    """What a transaction hands its work: sqlite3's own, or PostgreSQL's behind the same face."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> Cursor: ...
+    def executemany(self, sql: str, seq_of_parameters: Iterable[Sequence[Any]], /) -> Cursor: ...
+
+
+# What another central process changed, as `announce` sent it: (topic, payload).
+Listener = Callable[[str, str], None]
+
+
+class Database(ABC):
+    """The interface every part of the central uses; the engines below implement it."""
+
+    engine: str
+    # True where several central processes may share the database (see announce_changes).
+    shared: bool = False
+
+    @abstractmethod
+    def transaction(self, *, durable: bool = True) -> AbstractContextManager[Connection]:
+        """One write transaction; writers on the database take their turn, one at a time, so
+        that what a transaction reads stays true until it commits.
+
+        `durable=False`: a commit without its own flush to disk, for what a power cut may lose
+        but a crash may not."""
+
+    @abstractmethod
+    def rows(self, query: str, params: tuple | list = ()) -> list[tuple]:
+        """A read outside any write transaction."""
+
+    def migrate(self, component: str, steps: Sequence[str]) -> None:
+        """Bring a component's tables to version len(steps), applying each missing step once,
+        in order, each in its own transaction with the new version number.
+
+        Step 1 is the component's first schema, written with IF NOT EXISTS, so that a database
+        made before versions were kept takes it as a no-op and goes on from there. Steps are
+        only ever appended: a released step never changes.
+        """
+        version = self._schema_version(component)
+        if version > len(steps):
+            raise newer_schema(component, version, len(steps))
+        for number, step in enumerate(steps[version:], start=version + 1):
+            self._apply_step(component, number, step)
+
+    @abstractmethod
+    def _schema_version(self, component: str) -> int:
+        """The component's version (0: none yet), the versions' table made if missing."""
+
+    @abstractmethod
+    def _apply_step(self, component: str, number: int, step: str) -> None:
+        """One schema step and its version number, in one transaction."""
+
+    @abstractmethod
+    def write_problem(self) -> str | None:
+        """None when a write to the database commits now, else why not (for /healthz)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @property
+    @abstractmethod
+    def shown(self) -> str:
+        """Where the database is, for logs and `mashang doctor`: never a password."""
+
+    def version(self, component: str) -> int:
+        rows = self.rows(VERSION_OF, (component,))
+        return rows[0][0] if rows else 0
+
+    def versions(self) -> dict[str, int]:
+        return dict(self.rows("SELECT component, version FROM schema_versions"))
+
+    @abstractmethod
+    def announce_changes(self, table: str, topic: str, column: str) -> None:
+        """From now on, every row written to `table` is announced to the other central
+        processes when its transaction commits, as (topic, the row's `column`)."""
+
+    @abstractmethod
+    def listen(self, listener: Listener) -> None:
+        """Hear what other processes announce, on a thread of the engine's."""
+
+
+class StorageError(Unavailable, RuntimeError):
+    """The database cannot be opened or brought to this release's schema: the central cannot
+    start, and says why in one line."""
+
+
+def newer_schema(component: str, version: int, known: int) -> StorageError:
+    return StorageError(
+        f"{component}: the database is at schema version {version}, newer than"
+        f" this program's {known}; run the newer release"
+    )
+
+
+class SQLiteDatabase(Database):
     """One connection, used from worker threads one at a time."""
+
+    engine = "sqlite"
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -57,10 +172,19 @@ class Database:
         self._identity = (opened.st_dev, opened.st_ino)
         self.migrate("health", [HEALTH_SCHEMA])
 
-    def write_problem(self) -> str | None:
-        """None when a write to the database commits now, else why not (for /healthz).
+    @property
+    def shown(self) -> str:
+        return str(self._path)
 
-        The central's connection, opened at its start, may still write to a file since removed
+    # One central process per file: nobody else to tell, nobody to hear.
+    def announce_changes(self, table: str, topic: str, column: str) -> None:
+        pass
+
+    def listen(self, listener: Listener) -> None:
+        pass
+
+    def write_problem(self) -> str | None:
+        """The central's connection, opened at its start, may still write to a file since removed
         (lost at the next start) or made read-only (its WAL takes writes until a checkpoint
         fails): the file at the path is checked first, then a row is written through a
         connection of its own, which a lock held too long or a full disk fails."""
@@ -86,8 +210,7 @@ class Database:
             try:
                 probe.execute("PRAGMA synchronous=NORMAL")  # a probe needs no fsync
                 probe.execute("BEGIN IMMEDIATE")
-                probe.execute("INSERT OR REPLACE INTO health (id, at) VALUES (1, ?)",
-                              (time.time(),))
+                probe.execute(HEALTH_WRITE, (time.time(),))
                 probe.execute("COMMIT")
             finally:
                 probe.close()
@@ -99,48 +222,29 @@ class Database:
         with self._lock:
             self._db.close()
 
-    def migrate(self, component: str, steps: Sequence[str]) -> None:
-        """Bring a component's tables to version len(steps), applying each missing step once,
-        in order, each in its own transaction with the new version number.
-
-        Step 1 is the component's first schema, written with IF NOT EXISTS, so that a file made
-        before versions were kept takes it as a no-op and goes on from there. Steps are only
-        ever appended: a released step never changes.
-        """
+    def _schema_version(self, component: str) -> int:
         with self._lock:
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS schema_versions"
-                " (component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
-            )
-            row = self._db.execute(
-                "SELECT version FROM schema_versions WHERE component = ?", (component,)
-            ).fetchone()
-            version = row[0] if row else 0
-            if version > len(steps):
-                raise RuntimeError(
-                    f"{component}: the database is at schema version {version}, newer than"
-                    f" this program's {len(steps)}; run the newer release"
-                )
-            for number, step in enumerate(steps[version:], start=version + 1):
-                try:
-                    self._db.executescript(
-                        f"BEGIN IMMEDIATE;\n{step}\n;"
-                        f"INSERT OR REPLACE INTO schema_versions VALUES ('{component}', {number});"
-                        "COMMIT;"
-                    )
-                except sqlite3.Error as exc:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    raise RuntimeError(f"{component}: schema step {number} failed: {exc}") from exc
+            self._db.execute(VERSIONS_SCHEMA)
+            row = self._db.execute(VERSION_OF, (component,)).fetchone()
+        return row[0] if row else 0
 
-    def version(self, component: str) -> int:
-        rows = self.rows("SELECT version FROM schema_versions WHERE component = ?", (component,))
-        return rows[0][0] if rows else 0
+    def _apply_step(self, component: str, number: int, step: str) -> None:
+        with self._lock:
+            try:
+                self._db.executescript(
+                    f"BEGIN IMMEDIATE;\n{step}\n;"
+                    f"INSERT INTO schema_versions VALUES ('{component}', {number})"
+                    " ON CONFLICT (component) DO UPDATE SET version = excluded.version;"
+                    "COMMIT;"
+                )
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise StorageError(f"{component}: schema step {number} failed: {exc}") from exc
 
     @contextmanager
-    def transaction(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
-        """`durable=False`: a commit without its own fsync, for what a power cut may lose but a
-        crash may not (the WAL's next durable commit carries it to the disk too)."""
+    def transaction(self, *, durable: bool = True) -> Iterator[Connection]:
+        # durable=False: the WAL's next durable commit carries it to the disk too.
         with self._lock:
             if not durable:
                 self._db.execute("PRAGMA synchronous=NORMAL")
@@ -161,6 +265,24 @@ class Database:
             return self._db.execute(query, params).fetchall()
 
 
+def storable(value: Any) -> Any:
+    """The event as both engines can keep it: NUL (which PostgreSQL's text and JSON refuse) and
+    lone surrogates (which have no UTF-8) in its strings become U+FFFD and "?", so that a
+    device's odd bytes cost their own characters, never the event (a press still counts)."""
+    if isinstance(value, str):
+        value = value.replace("\x00", "\ufffd")
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            value = value.encode(errors="replace").decode()
+        return value
+    if isinstance(value, dict):
+        return {storable(key): storable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [storable(item) for item in value]
+    return value
+
+
 class EventStore:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -168,26 +290,33 @@ class EventStore:
 
     def add(self, gateway_id: str, events: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
         """Store a batch in one transaction; returns (accepted ids, duplicate ids)."""
-        accepted, duplicates = [], []
         arrived = time.time()
+        kept = [storable(event) for event in events]
+        rows = [
+            (event["id"], gateway_id, event["kind"], event["type"], event["priority"],
+             event.get("device_id"), arrived, json.dumps(event, ensure_ascii=False))
+            for event in kept
+        ]
+        new: set[str] = set()
         with self._db.transaction() as db:
-            for event in events:
-                cursor = db.execute(
-                    "INSERT OR IGNORE INTO events"
+            # One statement per chunk, not per event: on PostgreSQL each is a round trip.
+            # Two processes may be handed the same batch at once: the unique id decides.
+            for start in range(0, len(rows), INSERT_CHUNK):
+                chunk = rows[start:start + INSERT_CHUNK]
+                marks = ", ".join("(?, ?, ?, ?, ?, ?, ?, ?)" for _ in chunk)
+                new.update(row[0] for row in db.execute(
+                    "INSERT INTO events"
                     " (id, gateway_id, kind, type, priority, device_id, arrived, body)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        event["id"],
-                        gateway_id,
-                        event["kind"],
-                        event["type"],
-                        event["priority"],
-                        event.get("device_id"),
-                        arrived,
-                        json.dumps(event, ensure_ascii=False),
-                    ),
-                )
-                (accepted if cursor.rowcount else duplicates).append(event["id"])
+                    f" VALUES {marks} ON CONFLICT (id) DO NOTHING RETURNING id",
+                    [value for row in chunk for value in row],
+                ).fetchall())
+        accepted, duplicates = [], []
+        for event in kept:  # a repeat within the batch is a duplicate of its first
+            if event["id"] in new:
+                new.discard(event["id"])
+                accepted.append(event["id"])
+            else:
+                duplicates.append(event["id"])
         return accepted, duplicates
 
     def list(

@@ -1,13 +1,14 @@
-"""``mashang registry import|export``: the central's registry, edited as a file.
+"""``mashang registry import|keys|export``: the central's registry, kept in its database.
 
 `import FILE` takes a JSON file (a whole registry, replacing the current one) or a CSV file
 (one row per button: device_id,name,phone,household,building,room[,primary_butler,
 backup_butler], merged into the current registry: rows replace buttons of the same device_id,
 a new building is created from its first row, which must then name its primary butler), or
 the `issued.csv` that `mashang codes issue` writes (its stalls that the registry lacks are
-added). Either way the version goes up by one, and the file `{data_dir}/registry.json` is replaced
-atomically. A running central notices the new file within `central.registry_poll` seconds and
-queues `registry.replace` for every gateway; a stopped one does so when it starts.
+added). Either way the version goes up by one, in one transaction of the central's database
+(`registry.table`). Every running central process on that database notices the new version
+within `central.registry_poll` seconds and queues `registry.replace` for every gateway; a
+stopped one does so when it starts.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import csv
 import io
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -25,7 +27,8 @@ from pydantic import ValidationError
 from cloud_bridge.config import CentralConfig
 from cloud_bridge.console.accounts import DUTY_ACCOUNT
 from cloud_bridge.issuing.keys import MANIFEST_FIELDS
-from cloud_bridge.registry.file import RegistryFile
+from cloud_bridge.receiver.engines import open_database
+from cloud_bridge.registry.table import RegistryTable, central_registry
 from mashang.codes import parse_keyring
 from mashang.config import describe_errors, load_config
 from mashang.registry import Building, Button, Registry, Resident, Stall
@@ -49,7 +52,8 @@ class ImportProblem(Exception):
 
 def add_parser(subparsers: argparse._SubParsersAction, name: str = "registry") -> None:
     registry = subparsers.add_parser(
-        name, help="the central's registry: buttons, residents, buildings, butlers"
+        name, help="the central's registry (kept in its database): buttons, residents, buildings, "
+             "butlers"
     )
     actions = registry.add_subparsers(dest="registry_command", required=True, metavar="COMMAND")
 
@@ -78,19 +82,15 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str = "registry") -
 
 def _run_import(args: argparse.Namespace) -> int:
     config = load_config(args.config, CentralConfig)
-    store = RegistryFile(config.registry_path)
-    current = store.load()
     try:
-        updated = imported(current, args.file)
+        updated = _change(config, lambda current: imported(current, args.file))
     except ImportProblem as exc:
         print(f"mashang registry import: {args.file}: {exc}", file=sys.stderr)
         return 1
-    store.replace(updated)
     print(
         f"registry version {updated.version}: {len(updated.buttons)} buttons,"
         f" {len(updated.buildings)} buildings, {len(updated.butlers)} butlers,"
         f" {len(updated.stalls)} stalls"
-        f" → {config.registry_path}"
     )
     return 0
 
@@ -99,28 +99,34 @@ def _run_keys(args: argparse.Namespace) -> int:
     """The gateways verify codes with these public keys once the registry reaches them; a
     rotated-out key left out of the keyring makes its codes `unknown_key`."""
     config = load_config(args.config, CentralConfig)
-    store = RegistryFile(config.registry_path)
-    current = store.load()
     try:
         keys = parse_keyring(args.keyring.read_text(encoding="utf-8"))
     except (OSError, ValueError, KeyError) as exc:
         print(f"mashang registry keys: {args.keyring}: {exc}", file=sys.stderr)
         return 1
     encoded = {key_id: base64.b64encode(raw).decode("ascii") for key_id, raw in keys.items()}
-    store.replace(current.model_copy(update={"code_keys": encoded,
-                                             "version": current.version + 1}))
-    print(f"registry version {current.version + 1}: code keys {sorted(keys)}")
+    updated = _change(config, lambda current: current.model_copy(
+        update={"code_keys": encoded, "version": current.version + 1}))
+    print(f"registry version {updated.version}: code keys {sorted(keys)}")
     return 0
 
 
 def _run_export(args: argparse.Namespace) -> int:
     config = load_config(args.config, CentralConfig)
-    registry = RegistryFile(config.registry_path).load()
+    registry = central_registry(config)
     if args.format == "json":
         print(json.dumps(registry.model_dump(mode="json"), ensure_ascii=False, indent=2))
     else:
         sys.stdout.write(to_csv(registry))
     return 0
+
+
+def _change(config: CentralConfig, edit: Callable[[Registry], Registry]) -> Registry:
+    db = open_database(config)
+    try:
+        return RegistryTable(db, config.registry_path).change(edit)
+    finally:
+        db.close()
 
 
 def imported(current: Registry, path: Path) -> Registry:

@@ -1,52 +1,44 @@
-"""The central's registry, the source of truth: read from `{data_dir}/registry.json`, reread
-when `mashang registry import` replaces that file, and trimmed before it goes to gateways."""
+"""The central's registry, the source of truth: read from the database (`registry.table`),
+reread when its version changes (an import, a button PUT, by this process or another one on
+the same database), and trimmed before it goes to gateways."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from cloud_bridge.registry.file import RegistryFile
+from cloud_bridge.receiver.store import Database
+from cloud_bridge.registry.table import RegistryTable
 from mashang.registry import Registry
 
 log = logging.getLogger(__name__)
 
 
 class RegistrySource:
-    def __init__(self, path: Path) -> None:
-        self._store = RegistryFile(path)
-        self._stamp: tuple[int, int] | None = None
+    def __init__(self, db: Database, old_file: Path | None = None) -> None:
+        """`old_file`: the `registry.json` of a central from before, imported once."""
+        self.table = RegistryTable(db, old_file)
+        self._version: int | None = None
         self.current = Registry()
         self.refresh()
 
     @property
     def exists(self) -> bool:
-        return self._stamp is not None
+        return self._version is not None
 
     def refresh(self) -> bool:
-        """Reread the file if it changed since the last look; True when it did.
-
-        The import writes by atomic rename, so a changed (mtime, inode) pair means a whole new
-        file, never a half-written one.
-        """
-        try:
-            info = self._store.path.stat()
-        except FileNotFoundError:
-            return False
-        stamp = (info.st_mtime_ns, info.st_ino)
-        if stamp == self._stamp:
+        """Reread the registry if its version changed since the last look; True when it did.
+        A look that finds it unchanged is one read of one small column."""
+        version = self.table.version()
+        if version is None or version == self._version:
             return False
         try:
-            self.current = self._store.load()
-        except ValueError as exc:  # a hand-edited file gone wrong: keep serving the last good one
-            log.error(
-                "registry %s is not valid, keeping version %s: %s",
-                self._store.path,
-                self.current.version,
-                exc,
-            )
+            self.current = self.table.load()
+        except ValueError as exc:  # a newer release's registry: keep serving the last good one
+            log.error("the registry in the database is not valid for this release, keeping "
+                      "version %s: %s", self.current.version, exc)
             return False
-        self._stamp = stamp
+        self._version = self.current.version
         log.info("registry version %s loaded", self.current.version)
         return True
 

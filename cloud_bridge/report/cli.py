@@ -34,7 +34,8 @@ def central_month(config: CentralConfig, text: str) -> Month:
     from cloud_bridge.report.figures import Month, ReportError
 
     month = Month.parse(text, config.central.zone)
-    if not config.database_path.exists():
+    # Only SQLite's is a file here; a PostgreSQL database shows it has run by its tables.
+    if config.central.database is None and not config.database_path.exists():
         raise ReportError(f"no database at {config.database_path}: has the central run?")
     return month
 
@@ -50,19 +51,19 @@ def _run(args: argparse.Namespace) -> int:
     # Imported when run: every `mashang` command registers this parser, and matplotlib is the
     # central's alone.
     from cloud_bridge.config import CentralConfig
-    from cloud_bridge.receiver.store import Database
-    from cloud_bridge.registry.file import RegistryFile
+    from cloud_bridge.receiver.engines import open_database
+    from cloud_bridge.registry.table import RegistryTable
     from cloud_bridge.report.figures import ReportError, gather
     from mashang.config import load_config
 
     config = load_config(args.config, CentralConfig)
     try:
         month = central_month(config, args.month)
-        db = Database(config.database_path)
+        db = open_database(config)
         try:
             if not db.version("alerts"):
                 raise ReportError("the central has not made its alert tables yet")
-            report = gather(db, RegistryFile(config.registry_path).load(), month,
+            report = gather(db, RegistryTable(db, config.registry_path).load(), month,
                             now=time.time())
         finally:
             db.close()

@@ -23,8 +23,8 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str = "visits") -> 
 
 def _run(args: argparse.Namespace) -> int:
     from cloud_bridge.config import CentralConfig
-    from cloud_bridge.receiver.store import Database
-    from cloud_bridge.registry.file import RegistryFile
+    from cloud_bridge.receiver.engines import open_database
+    from cloud_bridge.registry.table import central_registry
     from cloud_bridge.report.figures import ReportError
     from cloud_bridge.visits.month import as_dict, lines, month_lists
     from mashang.config import load_config
@@ -35,12 +35,12 @@ def _run(args: argparse.Namespace) -> int:
     except ReportError as error:
         print(f"mashang visits: error: {error}", file=sys.stderr)
         return 1
-    registry = RegistryFile(config.registry_path).load()
+    registry = central_registry(config)
     if args.butler is not None and registry.butler(args.butler) is None:
         print(f"mashang visits: error: no butler {args.butler!r} in the registry",
               file=sys.stderr)
         return 1
-    db = Database(config.database_path)
+    db = open_database(config)
     try:
         lists = month_lists(db, registry, month, time.time(), args.butler)
     finally:

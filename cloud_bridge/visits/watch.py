@@ -129,7 +129,8 @@ class VisitWatch:
         """The household's visit standing, and when it was last reminded of (0: never)."""
         with self._db.transaction() as db:
             db.execute(
-                "INSERT OR IGNORE INTO visit_watch (household, watched_since) VALUES (?, ?)",
+                "INSERT INTO visit_watch (household, watched_since) VALUES (?, ?)"
+                " ON CONFLICT (household) DO NOTHING",
                 (household, moment),
             )
             since, last_visit, last_reminder = db.execute(
@@ -153,7 +154,9 @@ class VisitWatch:
                     db.execute(
                         "INSERT INTO visit_watch (household, watched_since, last_visit)"
                         " VALUES (?, ?, ?) ON CONFLICT (household) DO UPDATE SET"
-                        " last_visit = max(coalesce(last_visit, 0), excluded.last_visit)",
+                        " last_visit = CASE WHEN visit_watch.last_visit >= excluded.last_visit"
+                        " THEN visit_watch.last_visit ELSE excluded.last_visit END",
                         (household, at, at),
                     )
-            db.execute("INSERT OR REPLACE INTO visit_cursor VALUES (1, ?)", (visits[-1]["seq"],))
+            db.execute("INSERT INTO visit_cursor VALUES (1, ?) ON CONFLICT (id)"
+                       " DO UPDATE SET seq = excluded.seq", (visits[-1]["seq"],))

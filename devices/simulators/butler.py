@@ -109,6 +109,27 @@ class ConsoleClient:
             live.close()
 
 
+class EventLines:
+    """Server-sent events put together from their lines, fed one at a time."""
+
+    def __init__(self) -> None:
+        self._name: str | None = None
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> tuple[str, Any] | None:
+        """The event this line ends, if it ends one: (its name, its data parsed)."""
+        line = line.rstrip("\r\n")
+        if line.startswith("event: "):
+            self._name = line[7:]
+        elif line.startswith("data: "):
+            self._data.append(line[6:])
+        elif not line and self._name:
+            event = (self._name, json.loads("\n".join(self._data)))
+            self._name, self._data = None, []
+            return event
+        return None
+
+
 class LiveStream:
     """The console's server-sent event stream, read in a thread; `events` fills as it runs."""
 
@@ -123,17 +144,12 @@ class LiveStream:
             self._thread.start()
 
     def _read(self) -> None:
-        name, data = None, []
+        lines = EventLines()
         try:
             for raw in self.response:
-                line = raw.decode().rstrip("\n")
-                if line.startswith("event: "):
-                    name = line[7:]
-                elif line.startswith("data: "):
-                    data.append(line[6:])
-                elif not line and name:
-                    self.events.append((name, json.loads("\n".join(data)), time.time()))
-                    name, data = None, []
+                found = lines.feed(raw.decode())
+                if found is not None:
+                    self.events.append((*found, time.time()))
         except (OSError, ValueError, http.client.HTTPException):
             return
 

@@ -92,6 +92,25 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 );
 """
 
+# The outbox's schema versions, kept in the file's `PRAGMA user_version`: step N brings a file
+# at version N-1 to N. Step 1 is the first schema, written with IF NOT EXISTS, so a file made
+# before versions were kept (user_version 0) takes it as a no-op. Steps are only appended.
+MIGRATIONS = [SCHEMA]
+
+
+def migrate(db: sqlite3.Connection, path: Path) -> None:
+    """Apply the steps the file lacks, each in its own transaction with its version number;
+    a file from a newer release is refused, whole and untouched, not set aside."""
+    version: int = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(MIGRATIONS):
+        raise OutboxError(
+            f"{path}: schema version {version}, newer than this gateway's {len(MIGRATIONS)}:"
+            " it was written by a newer release; run that release (the file is left as is)"
+        )
+    for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
+        db.executescript(f"BEGIN IMMEDIATE;\n{step}\n;PRAGMA user_version = {number};COMMIT;")
+
+
 # The SQL condition that selects log rows.
 LOG_ROWS = f"class = {int(EventClass.LOG)}"
 INSERT = "INSERT OR IGNORE INTO outbox (id, class, created, body) VALUES (?, ?, ?, ?)"
@@ -195,7 +214,7 @@ class Outbox:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
-            self._db.executescript(SCHEMA)
+            migrate(self._db, path)
             self._page_size: int = self._db.execute("PRAGMA page_size").fetchone()[0]
             self._reader = self._connect(path)
             self._reader.execute(f"PRAGMA cache_size=-{READER_CACHE_KIB}")

@@ -103,9 +103,12 @@ def start_central(
     registry: dict[str, Any] | None = REGISTRY,
     extra: str = "",
     accounts: tuple[str, ...] = (),
+    database: str | None = None,
+    port: int | None = None,
 ) -> Central:
-    """A central with this registry imported and these console accounts (password PASSWORD)."""
-    central = Central(folder, extra=f"registry_poll = 0.1\n{extra}")
+    """A central with this registry imported and these console accounts (password PASSWORD);
+    `database`: the `central_database` fixture's (PostgreSQL's URL, or None for SQLite)."""
+    central = Central(folder, port, extra=f"registry_poll = 0.1\n{extra}", database=database)
     if registry is not None:
         source = folder / "import.json"
         source.write_text(json.dumps(registry, ensure_ascii=False), encoding="utf-8")
@@ -151,6 +154,16 @@ def alert_detail(central: Central, alert_id: str) -> dict:
 def steps(central: Central, alert_id: str, step: str | None = None) -> list[dict]:
     found = alert_detail(central, alert_id)["steps"]
     return [entry for entry in found if step in (None, entry["step"])]
+
+
+def pages(central: Central, alert_id: str, count: int) -> list[list[str]]:
+    """Whom the alert's `paged` steps paged, once it has `count` of them: a page is recorded
+    when the engine pays it, a moment after the step that owes it."""
+    def paged() -> list[dict] | None:
+        found = steps(central, alert_id, "paged")
+        return found if len(found) >= count else None
+
+    return [s["detail"]["targets"] for s in wait_for(paged, what=f"{count} paged steps")]
 
 
 def wait_alert(central: Central, device_id: str, predicate=lambda alert: True, **query) -> dict:

@@ -68,13 +68,14 @@ def office_passwd(central: Central, account: str = OFFICE, password: str = PASSW
                      "--password-stdin", stdin=f"{password}\n")
 
 
-def start_office_central(folder: Path, robot: WebhookReceiver) -> Central:
+def start_office_central(folder: Path, robot: WebhookReceiver,
+                         database: str | None = None) -> Central:
     extra = (
         f'[console]\npublic_url = "{PUBLIC_URL}"\n'
         f'[[webhooks]]\nurl = "{robot.url}{OFFICE_ROBOT}?key=office-key"\nformat = "wecom"\n'
         f'to = ["{OFFICE}"]\n'
     )
-    central = start_central(folder, registry=office_registry(), extra=extra)
+    central = start_central(folder, registry=office_registry(), extra=extra, database=database)
     result = office_passwd(central)
     assert result.returncode == 0, result.stderr
     set_password(central, "b-wang", PASSWORD)

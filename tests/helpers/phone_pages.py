@@ -63,10 +63,11 @@ def token(kind: Kind, subject: str, generation: int = 1, days: int = 30) -> str:
     return issue_token(KEY, 1, kind, subject, generation, expires)
 
 
-def start_phone_central(folder: Path, extra: str = "") -> Central:
+def start_phone_central(folder: Path, extra: str = "", database: str | None = None) -> Central:
     # A test sends more than the default five submissions from its one loopback address.
     return start_central(folder, registry=phone_registry(),
-                         extra=f"{extra}\n[stalls]\nsubmissions_per_window = 50\n")
+                         extra=f"{extra}\n[stalls]\nsubmissions_per_window = 50\n",
+                         database=database)
 
 
 def get(central: Central, path: str, language: str | None = None) -> Answer:

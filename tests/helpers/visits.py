@@ -43,9 +43,10 @@ def registry(households: list[dict[str, Any]] = HOUSEHOLDS) -> dict[str, Any]:
 
 
 def visits_central(folder: Path, *, extra: str = "", accounts: tuple[str, ...] = ("b-wang",),
-                   households: list[dict[str, Any]] = HOUSEHOLDS) -> Central:
+                   households: list[dict[str, Any]] = HOUSEHOLDS,
+                   database: str | None = None) -> Central:
     """A central knowing both gateways, with the registry imported and these accounts."""
-    central = Central(folder, extra=f"registry_poll = 0.1\n{extra}")
+    central = Central(folder, extra=f"registry_poll = 0.1\n{extra}", database=database)
     with central.config.open("a") as config:  # the file ends with its [gateways] table
         config.write(f'{OTHER_GATEWAY} = "{OTHER_KEY}"\n')
     source = folder / "import.json"
