@@ -20,25 +20,13 @@ from cloud_bridge.config import AlertsSection, CentralConfig
 from cloud_bridge.notify.webhooks import Notifier
 from cloud_bridge.receiver.store import Database, EventStore
 from cloud_bridge.registry.source import RegistrySource
+from tests.helpers.clock import FakeClock
 
 pytestmark = [pytest.mark.unit, pytest.mark.central]
 
 ESCALATE_AFTER = 60.0
 MAX_ESCALATIONS = 3
 GATEWAY = "g-1"
-
-
-class FakeClock:
-    """Wall-clock seconds that move only when the test says so."""
-
-    def __init__(self, now: float = 0.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass

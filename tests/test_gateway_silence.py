@@ -33,6 +33,7 @@ from edge.sink.uplink import batch_body
 from mashang.registry import Registry
 from mashang.signing import signed_headers, signed_poll_headers
 from mashang.wire import GatewayFacts, IngestRequest, OutboxDepth
+from tests.helpers.clock import FakeClock
 from tests.helpers.console import (
     REGISTRY,
     ConsoleClient,
@@ -53,14 +54,6 @@ GW_A, GW_B = "gw-a", "gw-b"
 BUILDINGS = [{"id": "B3", "name": "3号楼"}, {"id": "B5", "name": "5号楼"}]
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @dataclass
 class Watched:
     clock: FakeClock
@@ -79,7 +72,7 @@ class Watched:
 def watched(database: Database) -> Watched:
     db = database
     RegistryTable(db).change(lambda _: Registry.model_validate(REGISTRY))
-    clock = FakeClock()
+    clock = FakeClock(START)
     return Watched(clock, Gateways(db, clock=clock), AlertBook(db, AlertsSection(), clock=clock),
                   RegistrySource(db), db)
 

@@ -25,6 +25,7 @@ from cloud_bridge.console.sessions import LoginLimiter
 from cloud_bridge.issuing.keys import issue_token
 from cloud_bridge.receiver.postgres import PostgresDatabase
 from cloud_bridge.receiver.store import Database, SQLiteDatabase
+from tests.helpers.clock import FakeClock
 from tests.helpers.console import PASSWORD, REGISTRY, Answer, request, start_central
 from tests.helpers.reverse_proxy import ReverseProxy
 from tests.helpers.support import Central
@@ -54,21 +55,13 @@ def throttled(answer: Answer) -> bool:
 # -- the rules, on a real database, with a clock of our own -----------------------------
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(1_000_000.0)
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def limiter(database: Database, clock: Clock) -> LoginLimiter:
+def limiter(database: Database, clock: FakeClock) -> LoginLimiter:
     return LoginLimiter(database, ConsoleSection(login_window=WINDOW), clock)
 
 

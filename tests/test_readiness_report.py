@@ -27,6 +27,7 @@ from cloud_bridge.report.figures import ARRIVED, Group, Month, Report, ReportErr
 from cloud_bridge.report.pdf import TABLE_PAGES, render
 from mashang import cli
 from mashang.registry import Registry
+from tests.helpers.clock import FakeClock
 from tests.helpers.console import REGISTRY, enrichment
 
 pytestmark = [pytest.mark.unit, pytest.mark.central]
@@ -41,21 +42,13 @@ def at(text: str) -> float:
     return datetime.fromisoformat(text).replace(tzinfo=ZONE).timestamp()
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = at("2026-10-01 00:00")
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class Script:
     """The central's log and book, on the test's clock; each method one thing that happens."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
         self.store = EventStore(self.db)
-        self.clock = Clock()
+        self.clock = FakeClock(at("2026-10-01 00:00"))
         self.book = AlertBook(self.db, AlertsSection(), clock=self.clock)
 
     def _event(self, moment: float, event_type: str, device_id: str, data: dict[str, Any],

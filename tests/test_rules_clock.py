@@ -13,6 +13,7 @@ from edge.config import RulesSection
 from edge.source.messages import parse_message
 from edge.transform.rules import Rules
 from mashang.registry import Building, Butler, Button, Registry, Resident
+from tests.helpers.clock import FakeClock
 
 pytestmark = pytest.mark.unit
 
@@ -25,21 +26,13 @@ REGISTRY = Registry(
 )
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(1_800_000_000.0)
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def rules(clock: Clock) -> Rules:
+def rules(clock: FakeClock) -> Rules:
     settings = RulesSection(guard_window=30.0, battery_low_percent=20, battery_hysteresis=5)
     return Rules(settings, REGISTRY, state_path=None, clock=clock)
 
@@ -53,7 +46,9 @@ def press(rules: Rules, seq: int | None, device: str = "btn-0007",
     return [event.to_wire() for event in rules.evaluate(message)]
 
 
-def test_presses_within_the_guard_window_fold_into_one_alert(rules: Rules, clock: Clock) -> None:
+def test_presses_within_the_guard_window_fold_into_one_alert(
+    rules: Rules, clock: FakeClock
+) -> None:
     [first] = press(rules, 1)
     clock.now += 29.0
     [second] = press(rules, 2)
@@ -62,7 +57,7 @@ def test_presses_within_the_guard_window_fold_into_one_alert(rules: Rules, clock
     assert second["data"]["presses"] == 2
 
 
-def test_a_press_after_the_guard_window_is_a_new_alert(rules: Rules, clock: Clock) -> None:
+def test_a_press_after_the_guard_window_is_a_new_alert(rules: Rules, clock: FakeClock) -> None:
     [first] = press(rules, 1)
     clock.now += 30.5
     [second] = press(rules, 2)
@@ -71,7 +66,7 @@ def test_a_press_after_the_guard_window_is_a_new_alert(rules: Rules, clock: Cloc
     assert second["data"]["presses"] == 1
 
 
-def test_the_guard_window_runs_from_the_latest_press(rules: Rules, clock: Clock) -> None:
+def test_the_guard_window_runs_from_the_latest_press(rules: Rules, clock: FakeClock) -> None:
     [first] = press(rules, 1)
     for seq in range(2, 6):
         clock.now += 20.0  # each press within 30 s of the one before: 80 s in all
@@ -80,7 +75,7 @@ def test_the_guard_window_runs_from_the_latest_press(rules: Rules, clock: Clock)
 
 
 def test_silence_past_the_supervision_interval_raises_one_offline(rules: Rules,
-                                                                  clock: Clock) -> None:
+                                                                  clock: FakeClock) -> None:
     press(rules, 1)
     clock.now += 3599.0
     assert rules.tick() == []
@@ -94,7 +89,7 @@ def test_silence_past_the_supervision_interval_raises_one_offline(rules: Rules,
     assert (back["type"], online["type"]) == ("button.press", "button.online")
 
 
-def test_a_low_battery_warns_once_until_clearly_recharged(rules: Rules, clock: Clock) -> None:
+def test_a_low_battery_warns_once_until_clearly_recharged(rules: Rules, clock: FakeClock) -> None:
     types = []
     for seq, battery in enumerate([50, 19, 18, 22, 19, 30, 10], start=1):
         clock.now += 60.0  # past the guard window each time
@@ -112,7 +107,7 @@ def status(rules: Rules, device: str, state: str = "online") -> list[dict]:
 
 
 def test_unregistered_devices_gone_silent_make_one_summary_then_are_forgotten(
-        clock: Clock) -> None:
+        clock: FakeClock) -> None:
     settings = RulesSection(supervision_hours=1.0, forget_after=7 * 24 * 3600.0)
     rules = Rules(settings, REGISTRY, state_path=None, clock=clock)
     for number in range(50):
@@ -130,7 +125,7 @@ def test_unregistered_devices_gone_silent_make_one_summary_then_are_forgotten(
     assert set(rules.device_snapshot()) == {"btn-0007"}, "forgotten; the registered one stays"
 
 
-def test_unregistered_devices_are_remembered_up_to_a_bound(clock: Clock) -> None:
+def test_unregistered_devices_are_remembered_up_to_a_bound(clock: FakeClock) -> None:
     rules = Rules(RulesSection(max_unregistered=100), REGISTRY, state_path=None, clock=clock)
     for number in range(10_000):
         clock.now += 0.01
@@ -148,7 +143,7 @@ def test_an_unregistered_device_fault_is_a_log_not_an_alert(rules: Rules) -> Non
     assert (registered["type"], registered["kind"]) == ("button.offline", "alert")
 
 
-def test_a_press_counter_that_jumps_raises_one_gap_alert(rules: Rules, clock: Clock) -> None:
+def test_a_press_counter_that_jumps_raises_one_gap_alert(rules: Rules, clock: FakeClock) -> None:
     types = []
     for seq in [1, 2, 5, 5, 6, 1, 2]:  # 3 and 4 lost; 5 redelivered; the button restarted at 1
         clock.now += 60.0
@@ -161,7 +156,7 @@ def test_a_press_counter_that_jumps_raises_one_gap_alert(rules: Rules, clock: Cl
     assert gap["data"]["resident"]["name"] == "张秀英"
 
 
-def test_a_shelly_event_counter_counts_as_the_press_counter(rules: Rules, clock: Clock) -> None:
+def test_a_shelly_event_counter_counts_as_the_press_counter(rules: Rules, clock: FakeClock) -> None:
     kinds = []
     for count in [10, 11, 14]:
         clock.now += 60.0
@@ -169,7 +164,7 @@ def test_a_shelly_event_counter_counts_as_the_press_counter(rules: Rules, clock:
     assert ["button.gap" in found for found in kinds] == [False, False, True]
 
 
-def test_an_unregistered_button_gets_no_gap_alert(rules: Rules, clock: Clock) -> None:
+def test_an_unregistered_button_gets_no_gap_alert(rules: Rules, clock: FakeClock) -> None:
     for seq in [1, 7]:
         clock.now += 60.0
         assert "button.gap" not in [e["type"] for e in press(rules, seq, device="btn-x")]
