@@ -283,6 +283,21 @@ def storable(value: Any) -> Any:
     return value
 
 
+def stored_form(event: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The event as kept and its JSON text; the walk of `storable` only for the rare event whose
+    text holds a NUL (JSON writes it as \\u0000) or does not encode, not for every one."""
+    text = json.dumps(event, ensure_ascii=False)
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        pass
+    else:
+        if "\\u0000" not in text:
+            return event, text
+    event = storable(event)
+    return event, json.dumps(event, ensure_ascii=False)
+
+
 class EventStore:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -291,11 +306,11 @@ class EventStore:
     def add(self, gateway_id: str, events: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
         """Store a batch in one transaction; returns (accepted ids, duplicate ids)."""
         arrived = time.time()
-        kept = [storable(event) for event in events]
+        kept = [stored_form(event) for event in events]
         rows = [
             (event["id"], gateway_id, event["kind"], event["type"], event["priority"],
-             event.get("device_id"), arrived, json.dumps(event, ensure_ascii=False))
-            for event in kept
+             event.get("device_id"), arrived, text)
+            for event, text in kept
         ]
         new: set[str] = set()
         with self._db.transaction() as db:
@@ -311,7 +326,7 @@ class EventStore:
                     [value for row in chunk for value in row],
                 ).fetchall())
         accepted, duplicates = [], []
-        for event in kept:  # a repeat within the batch is a duplicate of its first
+        for event, _ in kept:  # a repeat within the batch is a duplicate of its first
             if event["id"] in new:
                 new.discard(event["id"])
                 accepted.append(event["id"])
