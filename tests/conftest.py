@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -82,12 +82,26 @@ def module_database(request: pytest.FixtureRequest) -> str | None:
 
 
 @pytest.fixture
-def database(central_database: str | None, tmp_path: Path) -> Iterator[Database]:
-    """The central's database itself, on each engine, for tests of the parts that use it."""
-    opened = (SQLiteDatabase(tmp_path / "central.sqlite") if central_database is None
+def opening(central_database: str | None, tmp_path: Path) -> Iterator[Callable[[], Database]]:
+    """Opens the test's database once more at each call, as another central process or the
+    next start does: its file, or its URL. All closed after the test."""
+    opened: list[Database] = []
+
+    def open_again() -> Database:
+        db = (SQLiteDatabase(tmp_path / "central.sqlite") if central_database is None
               else PostgresDatabase(central_database))
-    yield opened
-    opened.close()
+        opened.append(db)
+        return db
+
+    yield open_again
+    for db in opened:
+        db.close()
+
+
+@pytest.fixture
+def database(opening: Callable[[], Database]) -> Database:
+    """The central's database itself, on each engine, for tests of the parts that use it."""
+    return opening()
 
 
 @pytest.fixture

@@ -5,12 +5,11 @@ the event."""
 from __future__ import annotations
 
 import threading
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
-from cloud_bridge.receiver.postgres import PostgresDatabase
-from cloud_bridge.receiver.store import Database, EventStore, SQLiteDatabase
+from cloud_bridge.receiver.store import Database, EventStore
 
 pytestmark = [pytest.mark.unit, pytest.mark.central]
 
@@ -28,33 +27,28 @@ def test_an_id_is_stored_once_within_a_batch_and_across_batches(database: Databa
 
 
 def test_two_processes_given_one_batch_at_once_store_it_once(
-    database: Database, central_database: str | None, tmp_path: Path
+    database: Database, opening: Callable[[], Database]
 ) -> None:
-    other = (SQLiteDatabase(tmp_path / "central.sqlite") if central_database is None
-             else PostgresDatabase(central_database))
-    stores = [EventStore(database), EventStore(other)]
-    try:
-        for round_ in range(20):
-            batch = [event(f"{round_}-{n}") for n in range(50)]
-            start = threading.Barrier(2)
-            answers: list[tuple[list[str], list[str]]] = []
+    stores = [EventStore(database), EventStore(opening())]
+    for round_ in range(20):
+        batch = [event(f"{round_}-{n}") for n in range(50)]
+        start = threading.Barrier(2)
+        answers: list[tuple[list[str], list[str]]] = []
 
-            def add(store: EventStore, batch: list = batch, start: threading.Barrier = start,
-                    answers: list = answers) -> None:
-                start.wait()
-                answers.append(store.add("gw-1", batch))
+        def add(store: EventStore, batch: list = batch, start: threading.Barrier = start,
+                answers: list = answers) -> None:
+            start.wait()
+            answers.append(store.add("gw-1", batch))
 
-            threads = [threading.Thread(target=add, args=(store,)) for store in stores]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            ids = sorted(e["id"] for e in batch)
-            assert sorted(answers[0][0] + answers[1][0]) == ids  # accepted once, by one of them
-            assert sorted(answers[0][1] + answers[1][1]) == ids  # the other's duplicates
-        assert len(stores[0].list(limit=5000)) == 20 * 50
-    finally:
-        other.close()
+        threads = [threading.Thread(target=add, args=(store,)) for store in stores]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        ids = sorted(e["id"] for e in batch)
+        assert sorted(answers[0][0] + answers[1][0]) == ids  # accepted once, by one of them
+        assert sorted(answers[0][1] + answers[1][1]) == ids  # the other's duplicates
+    assert len(stores[0].list(limit=5000)) == 20 * 50
 
 
 def test_nul_and_lone_surrogates_cost_their_characters_not_the_event(database: Database) -> None:

@@ -13,7 +13,7 @@ import base64
 import datetime
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,8 +23,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cloud_bridge.config import ConsoleSection
 from cloud_bridge.console.sessions import LoginLimiter
 from cloud_bridge.issuing.keys import issue_token
-from cloud_bridge.receiver.postgres import PostgresDatabase
-from cloud_bridge.receiver.store import Database, SQLiteDatabase
+from cloud_bridge.receiver.store import Database
 from tests.helpers.clock import FakeClock
 from tests.helpers.console import PASSWORD, REGISTRY, Answer, request, start_central
 from tests.helpers.reverse_proxy import ReverseProxy
@@ -122,20 +121,14 @@ def test_an_ipv6_client_is_its_64_not_each_address(limiter) -> None:
 
 @pytest.mark.unit
 def test_central_processes_on_one_database_count_together(
-    database: Database, central_database: str | None, tmp_path: Path, clock
+    database: Database, opening: Callable[[], Database], clock
 ) -> None:
-    # The second process opens what the `database` fixture opened: its file, or its URL.
-    second = (SQLiteDatabase(tmp_path / "central.sqlite") if central_database is None
-              else PostgresDatabase(central_database))
-    try:
-        one = LoginLimiter(database, ConsoleSection(), clock)
-        other = LoginLimiter(second, ConsoleSection(), clock)
-        fail(one, "b-wang", A, 3)
-        fail(other, "b-wang", A, 2)
-        assert one.attempt("b-wang", A) is not None
-        assert other.attempt("b-wang", A) is not None
-    finally:
-        second.close()
+    one = LoginLimiter(database, ConsoleSection(), clock)
+    other = LoginLimiter(opening(), ConsoleSection(), clock)  # the second process's
+    fail(one, "b-wang", A, 3)
+    fail(other, "b-wang", A, 2)
+    assert one.attempt("b-wang", A) is not None
+    assert other.attempt("b-wang", A) is not None
 
 
 # -- the real central, with and without a reverse proxy ---------------------------------

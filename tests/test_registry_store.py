@@ -38,12 +38,6 @@ def central_toml(config: Path, data_dir: Path, database: str | None) -> Path:
     return config
 
 
-def open_again(central_database: str | None, tmp_path: Path) -> Database:
-    """Another connection to the fixture's database, as another central process has."""
-    return (SQLiteDatabase(tmp_path / "central.sqlite") if central_database is None
-            else PostgresDatabase(central_database))
-
-
 def write_json(path: Path, document: dict) -> Path:
     path.write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
     return path
@@ -63,58 +57,50 @@ def with_button(device_id: str):
 
 
 def test_an_import_goes_one_version_up_and_another_process_sees_it_at_its_next_look(
-    central_database: str | None, tmp_path: Path
+    central_database: str | None, tmp_path: Path, opening: Callable[[], Database]
 ) -> None:
     config = central_toml(tmp_path / "central.toml", tmp_path, central_database)
-    db = open_again(central_database, tmp_path)
-    other = open_again(central_database, tmp_path)
-    try:
-        watching = RegistrySource(other)
-        assert not watching.exists and not watching.refresh()
+    db, other = opening(), opening()
+    watching = RegistrySource(other)
+    assert not watching.exists and not watching.refresh()
 
-        source = write_json(tmp_path / "registry-v1.json", REGISTRY | {"version": 0})
-        assert cli.main(["registry", "import", str(source), "--config", str(config)]) == 0
-        assert RegistryTable(db).version() == 1  # at least one above what there was
-        assert watching.refresh() and watching.exists
-        assert watching.current == Registry.model_validate(REGISTRY)
-        assert not watching.refresh()  # unchanged: nothing to reread
+    source = write_json(tmp_path / "registry-v1.json", REGISTRY | {"version": 0})
+    assert cli.main(["registry", "import", str(source), "--config", str(config)]) == 0
+    assert RegistryTable(db).version() == 1  # at least one above what there was
+    assert watching.refresh() and watching.exists
+    assert watching.current == Registry.model_validate(REGISTRY)
+    assert not watching.refresh()  # unchanged: nothing to reread
 
-        (tmp_path / "more.csv").write_text(CSV, encoding="utf-8")
-        assert cli.main(["registry", "import", str(tmp_path / "more.csv"),
-                         "--config", str(config)]) == 0
-        assert watching.refresh()
-        assert watching.current.version == 2
-        assert watching.current.button("btn-0100") is not None
-        assert watching.current.button("btn-0007") is not None  # a CSV merges
-        assert RegistrySource(db).current == watching.current
-    finally:
-        db.close()
-        other.close()
+    (tmp_path / "more.csv").write_text(CSV, encoding="utf-8")
+    assert cli.main(["registry", "import", str(tmp_path / "more.csv"),
+                     "--config", str(config)]) == 0
+    assert watching.refresh()
+    assert watching.current.version == 2
+    assert watching.current.button("btn-0100") is not None
+    assert watching.current.button("btn-0007") is not None  # a CSV merges
+    assert RegistrySource(db).current == watching.current
 
 
 def test_two_changes_at_once_from_two_connections_both_land(
-    database: Database, central_database: str | None, tmp_path: Path
+    database: Database, opening: Callable[[], Database]
 ) -> None:
     RegistryTable(database).change(lambda _: Registry.model_validate(REGISTRY))
-    other = open_again(central_database, tmp_path)
+    other = opening()
     tables = [RegistryTable(database), RegistryTable(other)]
-    try:
-        def add(table: RegistryTable, side: int) -> None:
-            for n in range(10):
-                table.change(with_button(f"btn-{side}-{n}"))
+    def add(table: RegistryTable, side: int) -> None:
+        for n in range(10):
+            table.change(with_button(f"btn-{side}-{n}"))
 
-        workers = [threading.Thread(target=add, args=(table, side))
-                   for side, table in enumerate(tables)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
-        registry = tables[0].load()
-        assert registry.version == 1 + 20
-        assert {f"btn-{side}-{n}" for side in (0, 1) for n in range(10)} <= {
-            button.device_id for button in registry.buttons}
-    finally:
-        other.close()
+    workers = [threading.Thread(target=add, args=(table, side))
+               for side, table in enumerate(tables)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    registry = tables[0].load()
+    assert registry.version == 1 + 20
+    assert {f"btn-{side}-{n}" for side in (0, 1) for n in range(10)} <= {
+        button.device_id for button in registry.buttons}
 
 
 def test_a_refused_change_leaves_the_registry_as_it_was(database: Database) -> None:

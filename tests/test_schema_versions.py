@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import sqlite3
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from cloud_bridge.alerts.book import MIGRATIONS as ALERT_STEPS
-from cloud_bridge.receiver.postgres import PostgresDatabase, schema_step
-from cloud_bridge.receiver.store import Database, EventStore, SQLiteDatabase
+from cloud_bridge.receiver.postgres import schema_step
+from cloud_bridge.receiver.store import Database, EventStore
 from lab.processes import mashang
 
 pytestmark = pytest.mark.central  # each test is marked unit or system itself
@@ -23,22 +23,6 @@ pytestmark = pytest.mark.central  # each test is marked unit or system itself
 FIRST = "CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL);"
 SECOND = "ALTER TABLE notes ADD COLUMN author TEXT NOT NULL DEFAULT 'unknown';"
 OLD_ROW = "INSERT INTO notes (id, text) VALUES (1, 'from the old release')"
-
-
-@pytest.fixture
-def opening(central_database: str | None, tmp_path: Path) -> Iterator[Callable[[], Database]]:
-    """Opens the same database again, as each start of the central does; all closed after."""
-    opened: list[Database] = []
-
-    def open_again() -> Database:
-        db = (SQLiteDatabase(tmp_path / "central.sqlite") if central_database is None
-              else PostgresDatabase(central_database))
-        opened.append(db)
-        return db
-
-    yield open_again
-    for db in opened:
-        db.close()
 
 
 def made_by_the_release_before_versions(central_database: str | None, tmp_path: Path) -> None:
